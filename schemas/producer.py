@@ -1,0 +1,110 @@
+"""The producer SDK channel services use: validate, encode to Avro, send keyed by identity.
+
+with TouchpointProducer(load_settings()) as producer:
+    producer.send({"event_id": "…", "occurred_at": "…", "channel": "web", …})
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+from parcours.schemas.codec import Codec, ConfluentRegistry
+from parcours.schemas.errors import BrokerError
+from parcours.schemas.kafka import producer_config
+from parcours.schemas.sdk import Touchpoint, parse_touchpoint
+from parcours.schemas.settings import Settings
+
+DeliveryCallback = Callable[[KafkaError | None, Message], None]
+
+
+def codec_for(settings: Settings) -> Codec:
+    """The codec the settings ask for: single-object encoding, or a Schema Registry's framing."""
+    if settings.schema_registry_url is None:
+        return Codec()
+    password = settings.schema_registry_password
+    return Codec(
+        registry=ConfluentRegistry(
+            settings.schema_registry_url,
+            settings.schema_registry_user,
+            password.get_secret_value() if password else None,
+        )
+    )
+
+
+class TouchpointProducer:
+    """Idempotent Kafka producer; failed deliveries are counted and raised by :meth:`flush`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        on_delivery: DeliveryCallback | None = None,
+        codec: Codec | None = None,
+    ) -> None:
+        self.settings = settings
+        self.topic = settings.topic("touchpoints")
+        self.codec = codec or codec_for(settings)
+        self._producer = Producer(producer_config(settings))
+        self._on_delivery = on_delivery
+        self._lock = threading.Lock()
+        self.delivered = 0
+        self.failures: list[str] = []
+
+    def send(self, event: Touchpoint | dict[str, Any] | str | bytes) -> Touchpoint:
+        """Validate (raises ValidationError naming the field), encode and enqueue one touchpoint."""
+        touchpoint = event if isinstance(event, Touchpoint) else parse_touchpoint(event)
+        value = self.codec.encode("Touchpoint", touchpoint.to_avro(), subject=f"{self.topic}-value")
+        self.produce(self.topic, touchpoint.routing_key.encode(), value)
+        return touchpoint
+
+    def produce(
+        self, topic: str, key: bytes | None, value: bytes, partition: int | None = None
+    ) -> None:
+        """Enqueue raw bytes; waits (serving delivery reports) while the local queue is full."""
+        kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": self._delivered}
+        if partition is not None:
+            kwargs["partition"] = partition
+        while True:
+            try:
+                self._producer.produce(topic, **kwargs)
+                break
+            except BufferError:
+                self._producer.poll(0.05)
+        self._producer.poll(0)
+
+    def partitions(self, topic: str) -> int:
+        metadata = self._producer.list_topics(topic, timeout=10)
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None or not found.partitions:
+            raise BrokerError("topic not found", topic=topic)
+        return len(found.partitions)
+
+    def flush(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self._producer.flush(0.5) > 0:
+            if time.monotonic() > deadline:
+                raise BrokerError(f"{len(self._producer)} messages not delivered after {timeout}s")
+        if self.failures:
+            raise BrokerError(
+                f"{len(self.failures)} deliveries failed; first: {self.failures[0]}",
+                topic=self.topic,
+            )
+
+    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
+        with self._lock:
+            if err is None:
+                self.delivered += 1
+            else:
+                self.failures.append(f"{msg.topic()}: {err.str()}")
+        if self._on_delivery is not None:
+            self._on_delivery(err, msg)
+
+    def __enter__(self) -> TouchpointProducer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.flush()

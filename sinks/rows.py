@@ -1,0 +1,73 @@
+"""Decoded Kafka records → rows of the analysts' tables (JSONEachRow-ready dicts)."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from typing import Any
+
+
+def ts(value: datetime | int | None) -> str | None:
+    """A DateTime64(3) literal ClickHouse parses the same way on every backend."""
+    if value is None:
+        return None
+    if isinstance(value, int):
+        value = datetime.fromtimestamp(value / 1000, tz=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def touchpoint_row(resolved: dict[str, Any], partition: int, offset: int) -> dict[str, Any]:
+    tp = resolved["touchpoint"]
+    cart = tp["cart"] or {}
+    order = tp["order"] or {}
+    contact = tp["contact"] or {}
+    return {
+        "event_id": tp["event_id"],
+        "profile_id": resolved["profile_id"] or "",
+        "journey_id": resolved["journey_id"] or "",
+        "channel": tp["channel"],
+        "action": tp["action"],
+        "occurred_at": ts(tp["occurred_at"]),
+        "sent_at": ts(tp["sent_at"]),
+        "routing_key": resolved["routing_key"],
+        "identities": tp["identities"],
+        "session_id": tp["session_id"] or "",
+        "source": tp["source"] or "",
+        "cart_id": cart.get("cart_id") or order.get("cart_id") or "",
+        "cart_items": cart.get("items", []),
+        "cart_value": cart.get("value"),
+        "order_id": order.get("order_id") or "",
+        "order_value": order.get("value"),
+        "currency": order.get("currency") or cart.get("currency") or "",
+        "case_id": contact.get("case_id") or "",
+        "contact_topic": contact.get("topic") or "",
+        "contact_outcome": contact.get("outcome") or "",
+        "attributes": tp["attributes"],
+        "produced_at": ts(resolved["produced_at"]),
+        "kafka_partition": partition,
+        "kafka_offset": offset,
+    }
+
+
+def dead_letter_row(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "stage": record["stage"],
+        "reason": record["reason"],
+        "payload_b64": base64.b64encode(record["payload"]).decode(),
+        "topic": record["topic"] or "",
+        "partition": record["partition"],
+        "offset": record["offset"],
+        "line": record["line"],
+        "received_at": ts(record["received_at"]),
+    }
+
+
+def marker_row(record: dict[str, Any], topic: str, partition: int) -> dict[str, Any]:
+    return {
+        "run_id": record["run_id"],
+        "topic": topic,
+        "partition": partition,
+        "source_partition": record["source_partition"],
+        "source_partitions": record["source_partitions"],
+        "watermark": ts(record["watermark"]),
+    }

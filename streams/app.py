@@ -1,0 +1,109 @@
+"""The faust runtime around the pure stages: one app, one consumer group, any number of workers."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.types import EventT
+from parcours.schemas import topics
+from parcours.schemas.errors import ConfigError
+from parcours.schemas.kafka import topic_partitions
+from parcours.schemas.producer import codec_for
+from parcours.schemas.settings import Settings
+from parcours.streams.ingest import DeadLetter, EndOfRun, Forward, Ingest, Source
+
+log = logging.getLogger(__name__)
+
+
+def _broker_credentials(settings: Settings) -> Any:
+    if not settings.kafka_sasl_mechanism:
+        return None
+    password = settings.kafka_sasl_password
+    return faust.SASLCredentials(
+        username=settings.kafka_sasl_username or "",
+        password=password.get_secret_value() if password else "",
+        mechanism=settings.kafka_sasl_mechanism,
+        ssl_context=None,
+    )
+
+
+def create_app(settings: Settings) -> faust.App:
+    if settings.kafka_bootstrap is None:
+        raise ConfigError("a worker needs PARCOURS_KAFKA_BOOTSTRAP (or run it from the stack)")
+    brokers = ";".join(f"kafka://{host}" for host in settings.kafka_bootstrap.split(","))
+    workdir = Path(tempfile.mkdtemp(prefix="faust-", dir=_ensure(settings.data_dir / "workers")))
+    app = faust.App(
+        settings.app_id,
+        broker=brokers,
+        broker_credentials=_broker_credentials(settings),
+        store="memory://",
+        key_serializer="raw",
+        value_serializer="raw",
+        web_enabled=False,
+        datadir=str(workdir),
+        topic_replication_factor=1,
+        topic_partitions=settings.partitions,
+        consumer_auto_offset_reset="earliest",
+        broker_rebalance_timeout=settings.rebalance_timeout_seconds,
+        broker_session_timeout=settings.session_timeout_seconds,
+        broker_heartbeat_interval=max(0.5, settings.session_timeout_seconds / 6),
+        broker_commit_interval=timedelta(seconds=1),
+    )
+    _wire(app, settings)
+    return app
+
+
+def _ensure(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _wire(app: faust.App, settings: Settings) -> None:
+    ingest = Ingest(codec_for(settings))
+    source_topic = app.topic(settings.topic(topics.TOUCHPOINTS), key_type=bytes, value_type=bytes)
+    resolved = app.topic(settings.topic(topics.RESOLVED), key_type=bytes, value_type=bytes)
+    dead = app.topic(settings.topic(topics.DEAD_LETTERS), key_type=bytes, value_type=bytes)
+    fan_out: dict[str, int] = {}
+
+    async def forward_marker(marker_value: bytes) -> None:
+        for topic in (resolved, dead):
+            name = topic.get_topic_name()
+            if name not in fan_out:
+                fan_out[name] = topic_partitions(settings, name)
+            for partition in range(fan_out[name]):
+                await topic.send(key=b"marker", value=marker_value, partition=partition)
+
+    @app.agent(source_topic, name="ingest")
+    async def ingest_agent(stream: faust.StreamT[bytes]) -> None:
+        event: EventT
+        async for event in stream.events():
+            message = event.message
+            source = Source(
+                message.topic, message.partition, message.offset, int(message.timestamp * 1000)
+            )
+            outcome = ingest.process(event.value, source)
+            if isinstance(outcome, Forward):
+                await resolved.send(key=outcome.key, value=outcome.value)
+            elif isinstance(outcome, DeadLetter):
+                log.warning("dead-lettered %s[%d]@%d: %s", *_where(source), outcome.reason)
+                await dead.send(key=None, value=outcome.value)
+            elif isinstance(outcome, EndOfRun):
+                await forward_marker(ingest.worker_marker(outcome.marker, source))
+
+
+def _where(source: Source) -> tuple[str, int, int]:
+    return source.topic, source.partition, source.offset
+
+
+def run_worker(settings: Settings) -> None:
+    """Block running one faust worker process until SIGTERM/SIGINT."""
+    from faust.worker import Worker
+
+    app = create_app(settings)
+    level = settings.log_level.lower().replace("warning", "warn")
+    Worker(app, loglevel=level, quiet=True).execute_from_commandline()

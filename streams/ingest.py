@@ -1,0 +1,72 @@
+"""The ingest step of the worker, pure: raw bytes from ``touchpoints`` → a resolved record,
+a dead letter, or an end-of-run marker to fan out. No Kafka in here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from parcours.schemas.codec import Codec
+from parcours.schemas.errors import SchemaError, ValidationError
+from parcours.schemas.records import Source, dead_letter_record
+from parcours.schemas.sdk import Touchpoint
+
+
+@dataclass(frozen=True)
+class Forward:
+    key: bytes
+    value: bytes
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    value: bytes
+    reason: str
+
+
+@dataclass(frozen=True)
+class EndOfRun:
+    marker: dict[str, Any]
+
+
+Outcome = Forward | DeadLetter | EndOfRun
+
+
+class Ingest:
+    """Decode and validate one message from ``touchpoints``."""
+
+    def __init__(self, codec: Codec) -> None:
+        self.codec = codec
+
+    def process(self, value: bytes | None, source: Source) -> Outcome:
+        if not value:
+            return self._dead(b"", "empty message", source)
+        try:
+            name, record = self.codec.decode(value)
+            if name.endswith(".Marker"):
+                return EndOfRun(record)
+            if not name.endswith(".Touchpoint"):
+                raise SchemaError(f"a {name} record does not belong on {source.topic}")
+            touchpoint = Touchpoint.from_avro(record)
+        except (SchemaError, ValidationError) as exc:
+            return self._dead(value, str(exc), source)
+        resolved = {
+            "touchpoint": touchpoint.to_avro(),
+            "profile_id": None,
+            "journey_id": None,
+            "routing_key": touchpoint.routing_key,
+            "produced_at": source.timestamp_ms,
+            "source_partition": source.partition,
+            "source_offset": source.offset,
+        }
+        key = touchpoint.routing_key.encode()
+        return Forward(key, self.codec.encode("ResolvedTouchpoint", resolved))
+
+    def _dead(self, value: bytes, reason: str, source: Source) -> DeadLetter:
+        record = dead_letter_record("worker", reason, value, source)
+        return DeadLetter(self.codec.encode("DeadLetter", record), reason)
+
+    def worker_marker(self, marker: dict[str, Any], source: Source) -> bytes:
+        """The marker this worker forwards downstream once it has passed ``source.partition``."""
+        forwarded = dict(marker, stage="worker", source_partition=source.partition)
+        return self.codec.encode("Marker", forwarded)
