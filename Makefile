@@ -1,0 +1,47 @@
+# parcours — every target installs what it needs into .venv first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+EVENTS ?= 20000
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-unit test-integration lint format typecheck bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## Install parcours and its dev tools into .venv
+
+demo: $(STAMP) ## Run the whole pipeline on the embedded stack and print the report (EVENTS=N)
+	$(BIN)/parcours demo --events $(EVENTS) --data-dir .parcours/demo
+
+test: $(STAMP) ## Run the whole suite (unit + integration on embedded Tansu and chDB)
+	$(BIN)/pytest tests --require-integration
+
+test-unit: $(STAMP) ## Unit tests only (fast, pure)
+	$(BIN)/pytest tests/unit
+
+test-integration: $(STAMP) ## Integration tests only
+	$(BIN)/pytest tests/integration
+
+lint: $(STAMP) ## Check style, lint and types (changes nothing)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy schemas streams sinks deploy
+
+format: $(STAMP) ## Rewrite the code to the house style
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(STAMP) ## Measure the core and the pipeline end to end (EVENTS=N)
+	$(BIN)/parcours bench --events $(EVENTS)
+
+clean: ## Remove the venv and local data
+	rm -rf $(VENV) .parcours test-artifacts

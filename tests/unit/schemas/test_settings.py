@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from parcours.schemas.errors import ConfigError
+from parcours.schemas.settings import load_settings, settings_env
+
+
+def test_defaults_describe_the_embedded_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PARCOURS_KAFKA_BOOTSTRAP", raising=False)
+    monkeypatch.delenv("PARCOURS_CLICKHOUSE_URL", raising=False)
+    settings = load_settings(data_dir=Path("/tmp/x"))
+    assert settings.kafka_bootstrap is None
+    assert settings.chdb_path == Path("/tmp/x/clickhouse")
+
+
+def test_environment_is_read_with_the_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARCOURS_KAFKA_BOOTSTRAP", "kafka-1:9092")
+    monkeypatch.setenv("PARCOURS_CLICKHOUSE_URL", "https://ch.example.com:8443")
+    monkeypatch.setenv("PARCOURS_CLICKHOUSE_PASSWORD", "s3cret")
+    settings = load_settings()
+    assert settings.kafka_bootstrap == "kafka-1:9092"
+    assert settings.chdb_path is None
+    assert "s3cret" not in repr(settings)
+    assert settings.clickhouse_password.get_secret_value() == "s3cret"
+
+
+def test_settings_are_frozen() -> None:
+    settings = load_settings()
+    with pytest.raises(ValueError, match="frozen"):
+        settings.partitions = 8  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("PARCOURS_PARTITIONS", "0", "PARCOURS_PARTITIONS"),
+        ("PARCOURS_CLICKHOUSE_URL", "mysql://x", "PARCOURS_CLICKHOUSE_URL: Value error, must start with chdb://"),
+        ("PARCOURS_LOG_LEVEL", "LOUD", "PARCOURS_LOG_LEVEL"),
+    ],
+)
+def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=message):
+        load_settings()
+
+
+def test_settings_env_recreates_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = load_settings(kafka_bootstrap="b:1", partitions=3, topic_prefix="t-")
+    for key, value in settings_env(original).items():
+        monkeypatch.setenv(key, value)
+    assert load_settings() == original
