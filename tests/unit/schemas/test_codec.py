@@ -8,7 +8,6 @@ from typing import Any
 
 import fastavro
 import pytest
-
 from parcours.schemas.codec import Codec
 from parcours.schemas.errors import SchemaError
 from parcours.schemas.registry import AvroSchema, load_shipped
@@ -20,7 +19,11 @@ EVENT = {
     "channel": "web",
     "action": "add_to_cart",
     "identities": {"anonymous_id": "ck-1", "crm_id": "crm-9"},
-    "cart": {"cart_id": "c1", "items": [{"sku": "A", "quantity": 2, "unit_price": 9.5}], "value": 19.0},
+    "cart": {
+        "cart_id": "c1",
+        "items": [{"sku": "A", "quantity": 2, "unit_price": 9.5}],
+        "value": 19.0,
+    },
     "attributes": {"url": "/cart"},
 }
 
@@ -42,7 +45,7 @@ def test_touchpoint_round_trips_through_single_object_encoding() -> None:
     "data, message",
     [
         (b"", "not a parcours Avro record"),
-        (b"{\"event_id\": 1}", "not a parcours Avro record"),
+        (b'{"event_id": 1}', "not a parcours Avro record"),
         (b"\xc3\x01" + b"\x00" * 8 + b"abc", "unknown schema fingerprint"),
     ],
 )
@@ -116,7 +119,9 @@ class InMemoryRegistry:
 def test_confluent_framing_when_a_registry_is_configured() -> None:
     registry = InMemoryRegistry()
     codec = Codec(registry=registry)
-    data = codec.encode("Touchpoint", parse_touchpoint(EVENT).to_avro(), subject="touchpoints-value")
+    data = codec.encode(
+        "Touchpoint", parse_touchpoint(EVENT).to_avro(), subject="touchpoints-value"
+    )
     assert data[0] == 0
     assert struct.unpack(">I", data[1:5]) == (1,)
     name, decoded = codec.decode(data)
@@ -130,12 +135,65 @@ def test_every_shipped_schema_round_trips() -> None:
     codec = Codec()
     now = datetime(2026, 11, 24, tzinfo=UTC)
     samples = {
-        "DeadLetter": {"stage": "worker", "reason": "r", "payload": b"\x00\xff", "topic": "t", "partition": 1, "offset": 2, "line": None, "received_at": now},
-        "Marker": {"run_id": "r1", "stage": "producer", "source_partition": 0, "source_partitions": 4, "watermark": now},
-        "Journey": {"journey_id": "j", "profile_id": "p", "started_at": now, "last_at": now, "status": "open", "channels": ["web"], "touchpoints": 1, "pivots": 0, "version": 1},
-        "Pivot": {"journey_id": "j", "profile_id": "p", "occurred_at": now, "from_channel": "chatbot", "to_channel": "phone", "gap_seconds": 60.0, "failure_driven": True, "failure_event_id": "e0", "event_id": "e1"},
-        "Dropoff": {"journey_id": "j", "profile_id": "p", "kind": "abandoned_cart", "anchor_event_id": "e", "deadline": now, "value": 10.0, "currency": "EUR"},
-        "Followup": {"followup_id": "f", "profile_id": "p", "kind": "abandoned_cart", "channel": "email", "status": "scheduled", "reason": None, "send_at": now, "expires_at": None, "payload": {"cart_id": "c"}},
+        "DeadLetter": {
+            "stage": "worker",
+            "reason": "r",
+            "payload": b"\x00\xff",
+            "topic": "t",
+            "partition": 1,
+            "offset": 2,
+            "line": None,
+            "received_at": now,
+        },
+        "Marker": {
+            "run_id": "r1",
+            "stage": "producer",
+            "source_partition": 0,
+            "source_partitions": 4,
+            "watermark": now,
+        },
+        "Journey": {
+            "journey_id": "j",
+            "profile_id": "p",
+            "started_at": now,
+            "last_at": now,
+            "status": "open",
+            "channels": ["web"],
+            "touchpoints": 1,
+            "pivots": 0,
+            "version": 1,
+        },
+        "Pivot": {
+            "journey_id": "j",
+            "profile_id": "p",
+            "occurred_at": now,
+            "from_channel": "chatbot",
+            "to_channel": "phone",
+            "gap_seconds": 60.0,
+            "failure_driven": True,
+            "failure_event_id": "e0",
+            "event_id": "e1",
+        },
+        "Dropoff": {
+            "journey_id": "j",
+            "profile_id": "p",
+            "kind": "abandoned_cart",
+            "anchor_event_id": "e",
+            "deadline": now,
+            "value": 10.0,
+            "currency": "EUR",
+        },
+        "Followup": {
+            "followup_id": "f",
+            "profile_id": "p",
+            "kind": "abandoned_cart",
+            "channel": "email",
+            "status": "scheduled",
+            "reason": None,
+            "send_at": now,
+            "expires_at": None,
+            "payload": {"cart_id": "c"},
+        },
     }
     for name, record in samples.items():
         assert codec.decode_as(name, codec.encode(name, record)) == record

@@ -5,7 +5,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-
 from parcours.schemas.errors import ValidationError
 from parcours.schemas.sdk import hash_email, hash_phone, is_blocklisted, parse_touchpoint
 
@@ -30,7 +29,10 @@ def event(**changes: Any) -> dict[str, Any]:
         ({"identities": {"shoe_size": "42"}}, "identities"),
         ({"occurred_at": "yesterday"}, "occurred_at"),
         ({"occurred_at": "2026-11-24T10:00:00"}, "occurred_at"),
-        ({"cart": {"cart_id": "c", "items": [{"sku": "A", "quantity": -1, "unit_price": 1}]}}, "cart.items.0.quantity"),
+        (
+            {"cart": {"cart_id": "c", "items": [{"sku": "A", "quantity": -1, "unit_price": 1}]}},
+            "cart.items.0.quantity",
+        ),
         ({"contact": {"outcome": "happy"}}, "contact.outcome"),
         ({"colour": "red"}, "colour"),
     ],
@@ -49,7 +51,9 @@ def test_missing_required_field_is_named() -> None:
 
 
 def test_plaintext_email_is_refused() -> None:
-    with pytest.raises(ValidationError, match="identities: email_sha256 must be a lower-case sha256"):
+    with pytest.raises(
+        ValidationError, match="identities: email_sha256 must be a lower-case sha256"
+    ):
         parse_touchpoint(event(identities={"email_sha256": "jane@example.com"}))
 
 
@@ -93,7 +97,9 @@ def test_routing_key_is_the_strongest_usable_identity() -> None:
     assert tp.routing_key == "event:e-1"
 
 
-@pytest.mark.parametrize("value", ["", "0", "-1", "null", "None", "undefined", "anonymous", "000-000"])
+@pytest.mark.parametrize(
+    "value", ["", "0", "-1", "null", "None", "undefined", "anonymous", "000-000"]
+)
 def test_blocklisted_values(value: str) -> None:
     assert is_blocklisted(value)
 

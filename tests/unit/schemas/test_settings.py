@@ -3,7 +3,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from parcours.schemas.errors import ConfigError
 from parcours.schemas.settings import load_settings, settings_env
 
@@ -37,11 +36,17 @@ def test_settings_are_frozen() -> None:
     "name, value, message",
     [
         ("PARCOURS_PARTITIONS", "0", "PARCOURS_PARTITIONS"),
-        ("PARCOURS_CLICKHOUSE_URL", "mysql://x", "PARCOURS_CLICKHOUSE_URL: Value error, must start with chdb://"),
+        (
+            "PARCOURS_CLICKHOUSE_URL",
+            "mysql://x",
+            "PARCOURS_CLICKHOUSE_URL: Value error, must start with chdb://",
+        ),
         ("PARCOURS_LOG_LEVEL", "LOUD", "PARCOURS_LOG_LEVEL"),
     ],
 )
-def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str) -> None:
+def test_bad_values_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
+) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match=message):
         load_settings()

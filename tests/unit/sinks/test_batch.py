@@ -4,7 +4,6 @@ import threading
 from typing import Any
 
 import pytest
-
 from parcours.schemas.errors import SinkError
 from parcours.sinks.batch import BatchWriter
 
@@ -62,7 +61,9 @@ def test_due_when_full_or_old() -> None:
 def test_stopping_during_retries_keeps_the_batch_uncommitted() -> None:
     stopping = threading.Event()
     stopping.set()
-    writer = BatchWriter(FlakyBackend(failures=100), max_rows=1, max_seconds=1, max_backoff=1, stopping=stopping)
+    writer = BatchWriter(
+        FlakyBackend(failures=100), max_rows=1, max_seconds=1, max_backoff=1, stopping=stopping
+    )
     writer.add("touchpoints", {"event_id": "a"})
     with pytest.raises(SinkError, match="stopped before the batch was written"):
         writer.flush()

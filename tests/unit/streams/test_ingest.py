@@ -17,7 +17,9 @@ EVENT = {
 
 def test_valid_touchpoint_is_forwarded_keyed_by_its_routing_identity() -> None:
     codec = Codec()
-    outcome = Ingest(codec).process(codec.encode("Touchpoint", parse_touchpoint(EVENT).to_avro()), SOURCE)
+    outcome = Ingest(codec).process(
+        codec.encode("Touchpoint", parse_touchpoint(EVENT).to_avro()), SOURCE
+    )
     assert isinstance(outcome, Forward)
     assert outcome.key == b"loyalty_id:loy-1"
     resolved = codec.decode_as("ResolvedTouchpoint", outcome.value)
@@ -31,13 +33,20 @@ def test_garbage_is_dead_lettered_with_its_bytes_and_position() -> None:
     assert isinstance(outcome, DeadLetter)
     record = codec.decode_as("DeadLetter", outcome.value)
     assert record["payload"] == b"\x00\x01garbage"
-    assert (record["stage"], record["topic"], record["partition"], record["offset"]) == ("worker", "touchpoints", 3, 1234)
+    assert (record["stage"], record["topic"], record["partition"], record["offset"]) == (
+        "worker",
+        "touchpoints",
+        3,
+        1234,
+    )
     assert "not a parcours Avro record" in record["reason"]
 
 
 def test_avro_that_breaks_the_contract_is_dead_lettered_naming_the_field() -> None:
     codec = Codec()
-    record = parse_touchpoint(EVENT).to_avro() | {"identities": {"email_sha256": "jane@example.com"}}
+    record = parse_touchpoint(EVENT).to_avro() | {
+        "identities": {"email_sha256": "jane@example.com"}
+    }
     outcome = Ingest(codec).process(codec.encode("Touchpoint", record), SOURCE)
     assert isinstance(outcome, DeadLetter)
     assert outcome.reason.startswith("identities: email_sha256")
@@ -45,7 +54,9 @@ def test_avro_that_breaks_the_contract_is_dead_lettered_naming_the_field() -> No
 
 def test_a_record_of_another_type_does_not_belong_on_touchpoints() -> None:
     codec = Codec()
-    value = codec.encode("DeadLetter", {"stage": "x", "reason": "y", "payload": b"", "received_at": 0})
+    value = codec.encode(
+        "DeadLetter", {"stage": "x", "reason": "y", "payload": b"", "received_at": 0}
+    )
     outcome = Ingest(codec).process(value, SOURCE)
     assert isinstance(outcome, DeadLetter)
     assert "does not belong on touchpoints" in outcome.reason
@@ -57,4 +68,10 @@ def test_marker_is_passed_on_with_this_partition() -> None:
     outcome = ingest.process(codec.encode("Marker", marker_record("run-1", 3, 4, None)), SOURCE)
     assert isinstance(outcome, EndOfRun)
     forwarded = codec.decode_as("Marker", ingest.worker_marker(outcome.marker, SOURCE))
-    assert forwarded == {"run_id": "run-1", "stage": "worker", "source_partition": 3, "source_partitions": 4, "watermark": None}
+    assert forwarded == {
+        "run_id": "run-1",
+        "stage": "worker",
+        "source_partition": 3,
+        "source_partitions": 4,
+        "watermark": None,
+    }

