@@ -60,10 +60,12 @@ Scenario = Callable[[random.Random, Customer, str], list[Step]]
 
 def _cart(rng: random.Random, cart_id: str) -> dict[str, Any]:
     picks = rng.sample(CATALOGUE, rng.randint(1, 3))
+    quantities = [rng.randint(1, 2) for _ in picks]
     items = [
-        {"sku": sku, "quantity": rng.randint(1, 2), "unit_price": price} for sku, price in picks
+        {"sku": sku, "quantity": quantity, "unit_price": price}
+        for (sku, price), quantity in zip(picks, quantities, strict=True)
     ]
-    value = round(sum(i["quantity"] * i["unit_price"] for i in items), 2)
+    value = round(sum(q * price for (_, price), q in zip(picks, quantities, strict=True)), 2)
     return {"cart_id": cart_id, "items": items, "value": value, "currency": "EUR"}
 
 

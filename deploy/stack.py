@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from parcours.deploy.processes import Child, child_env, parcours_argv
 from parcours.schemas import topics
 from parcours.schemas.errors import StackError

@@ -46,7 +46,7 @@ class Codec:
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise SchemaError(f"record does not fit schema: {exc}", schema=schema.name) from exc
         if self.registry is None:
-            return SINGLE_OBJECT_MAGIC + schema.fingerprint + body.getvalue()
+            return bytes(SINGLE_OBJECT_MAGIC + schema.fingerprint + body.getvalue())
         schema_id = self.registry.register(subject or schema.name, schema)
         return CONFLUENT_MAGIC + struct.pack(">I", schema_id) + body.getvalue()
 
@@ -74,11 +74,11 @@ class Codec:
 
     def _read(self, body: bytes, writer: Any, reader: AvroSchema) -> dict[str, Any]:
         try:
-            record: dict[str, Any] = fastavro.schemaless_reader(
-                io.BytesIO(body), writer, reader.parsed
-            )
+            record = fastavro.schemaless_reader(io.BytesIO(body), writer, reader.parsed)
         except Exception as exc:  # fastavro raises EOFError, ValueError, SchemaResolutionError…
             raise SchemaError(f"corrupt Avro body: {exc!r}", schema=reader.name) from exc
+        if not isinstance(record, dict):
+            raise SchemaError("not a record", schema=reader.name)
         return record
 
     def _registry_writer(self, schema_id: int) -> Any:
@@ -118,5 +118,5 @@ class ConfluentRegistry:
         import json
 
         schema = self._client.get_schema(schema_id)
-        source: dict[str, Any] = json.loads(schema.schema_str)
+        source: dict[str, Any] = json.loads(schema.schema_str or "{}")
         return source

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import fastavro
 from fastavro.schema import expand_schema, fingerprint, to_parsing_canonical_form
@@ -46,7 +46,7 @@ class SchemaStore:
     def add(self, source: dict[str, Any], *, reader: bool = True) -> AvroSchema:
         """Parse a self-contained schema; ``reader=False`` adds a writer version only."""
         try:
-            parsed = fastavro.parse_schema(source, named_schemas={})
+            parsed: dict[str, Any] = fastavro.parse_schema(source, named_schemas={})  # type: ignore[assignment]
         except Exception as exc:  # fastavro raises several types for a bad schema
             raise SchemaError(f"invalid Avro schema: {exc}", schema=source.get("name")) from exc
         canonical = to_parsing_canonical_form(parsed)
@@ -79,7 +79,7 @@ def load_shipped() -> SchemaStore:
     store = SchemaStore()
     # Inline named types so that every schema stands alone (registry subjects, fingerprints).
     for source in expand_schema(sources):
-        store.add(source)
+        store.add(cast(dict[str, Any], source))
     return store
 
 

@@ -46,7 +46,7 @@ class ChdbBackend:
         self.database = database
         self._lock = threading.Lock()
         try:
-            self._session = session.Session(str(path))
+            self._session = session.Session(str(path))  # type: ignore[no-untyped-call]
         except Exception as exc:
             raise SinkError(f"chDB cannot open its data dir: {exc}", path=str(path)) from exc
 
@@ -65,7 +65,7 @@ class ChdbBackend:
     def query(self, sql: str, fmt: str = "JSONEachRow") -> bytes:
         with self._lock:
             try:
-                result = self._session.query(sql, fmt)
+                result = self._session.query(sql, fmt)  # type: ignore[no-untyped-call]
             except Exception as exc:
                 raise SinkError(str(exc).strip(), backend="chdb") from exc
         data: bytes = result.bytes() if result is not None else b""
@@ -73,7 +73,7 @@ class ChdbBackend:
 
     def close(self) -> None:
         with self._lock:
-            self._session.close()
+            self._session.close()  # type: ignore[no-untyped-call]
 
 
 class HttpBackend:

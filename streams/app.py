@@ -80,7 +80,7 @@ def _wire(app: faust.App, settings: Settings) -> None:
 
     @app.agent(source_topic, name="ingest")
     async def ingest_agent(stream: faust.StreamT[bytes]) -> None:
-        event: EventT
+        event: EventT[bytes]
         async for event in stream.events():
             message = event.message
             source = Source(

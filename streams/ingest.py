@@ -69,4 +69,5 @@ class Ingest:
     def worker_marker(self, marker: dict[str, Any], source: Source) -> bytes:
         """The marker this worker forwards downstream once it has passed ``source.partition``."""
         forwarded = dict(marker, stage="worker", source_partition=source.partition)
-        return self.codec.encode("Marker", forwarded)
+        encoded: bytes = self.codec.encode("Marker", forwarded)
+        return encoded

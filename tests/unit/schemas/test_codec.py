@@ -57,7 +57,7 @@ def test_undecodable_bytes_raise_schema_error(data: bytes, message: str) -> None
 def test_truncated_body_is_a_schema_error_naming_the_schema() -> None:
     codec = Codec()
     data = codec.encode("Touchpoint", parse_touchpoint(EVENT).to_avro())
-    with pytest.raises(SchemaError, match="corrupt Avro body.*Touchpoint"):
+    with pytest.raises(SchemaError, match=r"corrupt Avro body.*Touchpoint"):
         codec.decode(data[:20])
 
 
