@@ -59,25 +59,28 @@ def bench_core(events: int) -> dict[str, Any]:
 def bench_pipeline(
     settings: Settings, events: int, partitions: int, workers: int
 ) -> dict[str, Any]:
+    """A warm-up run (so consumer-group joins are not measured), then ``events`` as one burst."""
     with tempfile.TemporaryDirectory(prefix="parcours-bench-") as tmp:
-        path = Path(tmp) / "bench.jsonl"
-        with open(path, "w") as handle:
+        warmup, measured = Path(tmp) / "warmup.jsonl", Path(tmp) / "bench.jsonl"
+        with open(warmup, "w") as handle:
+            write_jsonl(generate(500, seed=12), handle)
+        with open(measured, "w") as handle:
             write_jsonl(generate(events, seed=13), handle)
-        run_settings = settings.model_copy(
-            update={
-                "data_dir": Path(tmp) / "data",
-                "clickhouse_url": None,
-                "kafka_bootstrap": None,
-                "partitions": partitions,
-            }
-        )
-        with embedded_stack(run_settings, workers=workers) as stack:
+        isolated = {
+            "data_dir": Path(tmp) / "data",
+            "clickhouse_url": None,
+            "kafka_bootstrap": None,
+            "partitions": partitions,
+        }
+        with embedded_stack(settings.model_copy(update=isolated), workers=workers) as stack:
             reader = open_reader(stack.settings)
-            result = replay(stack.settings, path, reader=reader, check=stack.check)
+            replay(stack.settings, warmup, reader=reader, check=stack.check)
+            result = replay(stack.settings, measured, reader=reader, check=stack.check)
             latency = rows_of(
                 reader.query(
-                    "SELECT quantilesExact(0.5, 0.95, 0.99)(dateDiff('millisecond', produced_at, ingested_at)) AS q "
-                    f"FROM {reader.database}.touchpoints"
+                    "SELECT quantilesExact(0.5, 0.95, 0.99)"
+                    "(dateDiff('millisecond', produced_at, ingested_at)) AS q "
+                    f"FROM {reader.database}.touchpoints WHERE event_id LIKE 'ev-13-%'"
                 )
             )[0]["q"]
     return {
@@ -87,7 +90,8 @@ def bench_pipeline(
         "seconds": round(result.seconds, 2),
         "events_per_second": round(result.accepted / result.seconds),
         "produce_events_per_second": round(result.accepted / result.produce_seconds),
-        "latency_ms": {"p50": latency[0], "p95": latency[1], "p99": latency[2]},
+        # A burst: every event is produced at once, so this includes queueing behind the backlog.
+        "burst_latency_ms": {"p50": latency[0], "p95": latency[1], "p99": latency[2]},
     }
 
 

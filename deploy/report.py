@@ -23,7 +23,7 @@ SECTIONS = (
     (
         "Touchpoints by channel",
         "SELECT channel, count() AS touchpoints, uniqExact(routing_key) AS identities, "
-        "countIf(action = 'purchase') AS purchases, round(sumIf(order_value, action = 'purchase'), 2) AS revenue "
+        "countIf(action = 'purchase') AS purchases, round(coalesce(sumIf(order_value, action = 'purchase'), 0), 2) AS revenue "
         "FROM {db}.touchpoints FINAL GROUP BY channel ORDER BY touchpoints DESC, channel",
     ),
     (
