@@ -209,7 +209,8 @@ def down(data_dir: Path | None) -> None:
         return
     pid = int(json.loads((settings.data_dir / STATE_FILE).read_text())["pid"])
     os.kill(pid, signal.SIGTERM)
-    wait_until(lambda: running_stack(settings) is None, 60, "the stack to stop")
+    # The supervisor exits only after its workers, sink and broker have stopped.
+    wait_until(lambda: not _alive(pid), 90, "the stack to stop")
     click.echo("stopped")
 
 
@@ -242,6 +243,18 @@ def report(data_dir: Path | None) -> None:
     from parcours.sinks.client import open_reader
 
     print_report(open_reader(_settings(data_dir=data_dir)), console.out)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A process that exited but was not reaped yet (a zombie) still answers kill(0).
+    try:
+        return not Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z")
+    except OSError:
+        return False
 
 
 def main() -> None:

@@ -132,3 +132,31 @@ def test_replay_starts_and_stops_its_own_stack(tmp_path: Path) -> None:
     )
     assert counted.returncode == 0, counted.stderr
     assert counted.stdout.splitlines() == ['"n"', "300"]
+
+
+def test_up_then_sql_then_down_leaves_nothing_running(tmp_path: Path) -> None:
+    data_dir = tmp_path / "background"
+    started = _parcours("up", "--data-dir", str(data_dir), "--partitions", "2")
+    assert started.returncode == 0, started.stderr
+    info = json.loads(started.stdout.strip().splitlines()[-1])
+    assert info["kafka_bootstrap"].startswith("127.0.0.1:")
+    try:
+        answered = _parcours(
+            "sql",
+            "SELECT count() AS n FROM parcours.touchpoints",
+            "--data-dir",
+            str(data_dir),
+            "--format",
+            "json",
+        )
+        assert answered.returncode == 0, answered.stderr
+        assert json.loads(answered.stdout) == {"n": 0}
+        again = _parcours("up", "--data-dir", str(data_dir))
+        assert again.returncode != 0
+        assert "already runs" in again.stderr
+    finally:
+        stopped = _parcours("down", "--data-dir", str(data_dir))
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout.strip() == "stopped"
+    leftover = subprocess.run(["pgrep", "-f", str(data_dir)], capture_output=True, text=True)
+    assert leftover.stdout == ""
