@@ -31,9 +31,11 @@ test-unit: $(STAMP) ## Unit tests only (fast, pure)
 test-integration: $(STAMP) ## Integration tests only
 	$(BIN)/pytest tests/integration
 
-lint: $(STAMP) ## Check style, lint and types (changes nothing)
+lint: $(STAMP) typecheck ## Check style, lint and types (changes nothing)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP) ## mypy --strict on the package
 	$(BIN)/mypy schemas streams sinks deploy
 
 format: $(STAMP) ## Rewrite the code to the house style
