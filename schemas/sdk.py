@@ -112,12 +112,19 @@ def hash_phone(number: str, default_country_code: str | None = None) -> str:
     return hashlib.sha256(compact.encode()).hexdigest()
 
 
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+
 def _to_utc(value: Any) -> Any:
     """Epoch milliseconds, or an ISO-8601 string / datetime that carries its offset."""
     if isinstance(value, bool):
         raise ValueError("must be ISO-8601 with an offset or epoch milliseconds")
     if isinstance(value, int | float):
-        return datetime.fromtimestamp(value / 1000, tz=UTC)
+        try:
+            value = datetime.fromtimestamp(value / 1000, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError("epoch milliseconds out of range") from None
     if isinstance(value, str):
         try:
             value = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -126,7 +133,12 @@ def _to_utc(value: Any) -> Any:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ValueError("needs a UTC offset (e.g. 2026-11-24T10:00:00+01:00)")
-        return value.astimezone(UTC)
+        value = value.astimezone(UTC)
+        if not EARLIEST <= value < LATEST:
+            # Outside ClickHouse's DateTime64 range these could only be a unit or clock mistake.
+            raise ValueError(
+                f"{value.isoformat()} is outside the years {EARLIEST.year} to {LATEST.year - 1}"
+            )
     return value
 
 

@@ -29,6 +29,9 @@ def event(**changes: Any) -> dict[str, Any]:
         ({"identities": {"shoe_size": "42"}}, "identities"),
         ({"occurred_at": "yesterday"}, "occurred_at"),
         ({"occurred_at": "2026-11-24T10:00:00"}, "occurred_at"),
+        ({"occurred_at": 1_795_510_800}, "occurred_at"),  # seconds sent as milliseconds: 1970
+        ({"occurred_at": 10**20}, "occurred_at"),
+        ({"sent_at": "2300-01-01T00:00:00Z"}, "sent_at"),
         (
             {"cart": {"cart_id": "c", "items": [{"sku": "A", "quantity": -1, "unit_price": 1}]}},
             "cart.items.0.quantity",
