@@ -95,7 +95,7 @@ def _send_markers(
     latest: datetime | None,
 ) -> None:
     topic = settings.topic(topics.TOUCHPOINTS)
-    partitions = producer.partitions(topic)
+    partitions = topic_partitions(settings, topic)
     for partition in range(partitions):
         marker = marker_record(run_id, partition, partitions, latest)
         producer.produce(topic, b"marker", codec.encode("Marker", marker), partition=partition)

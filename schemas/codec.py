@@ -9,6 +9,7 @@ schema is fetched from the registry by id. Decoding accepts both framings.
 from __future__ import annotations
 
 import io
+import json
 import struct
 from typing import Any, Protocol
 
@@ -106,8 +107,6 @@ class ConfluentRegistry:
     def register(self, subject: str, schema: AvroSchema) -> int:
         key = (subject, schema.fingerprint)
         if key not in self._ids:
-            import json
-
             from confluent_kafka.schema_registry import Schema
 
             text = json.dumps(schema.source)
@@ -115,8 +114,6 @@ class ConfluentRegistry:
         return self._ids[key]
 
     def writer_schema(self, schema_id: int) -> dict[str, Any]:
-        import json
-
         schema = self._client.get_schema(schema_id)
         source: dict[str, Any] = json.loads(schema.schema_str or "{}")
         return source

@@ -76,13 +76,6 @@ class TouchpointProducer:
                 self._producer.poll(0.05)
         self._producer.poll(0)
 
-    def partitions(self, topic: str) -> int:
-        metadata = self._producer.list_topics(topic, timeout=10)
-        found = metadata.topics.get(topic)
-        if found is None or found.error is not None or not found.partitions:
-            raise BrokerError("topic not found", topic=topic)
-        return len(found.partitions)
-
     def flush(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while self._producer.flush(0.5) > 0:
