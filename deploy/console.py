@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from parcours.deploy.replay import Progress as ReplayProgress
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -13,7 +14,7 @@ out = Console(soft_wrap=True)
 
 
 @contextmanager
-def replay_progress(total_lines: int | None) -> Iterator[object]:
+def replay_progress(total_lines: int | None) -> Iterator[ReplayProgress]:
     """A callback for replay phases: produce (lines sent) and process (partition markers)."""
     with Progress(
         TextColumn("{task.description:<10}"),

@@ -28,7 +28,7 @@ def run_replay(settings: Settings, path: Path, *, show_progress: bool) -> Replay
         if not show_progress:
             return replay(stack.settings, path, reader=reader, check=stack.check)
         with console.replay_progress(_count_lines(path)) as progress:
-            return replay(stack.settings, path, reader=reader, check=stack.check, progress=progress)  # type: ignore[arg-type]
+            return replay(stack.settings, path, reader=reader, check=stack.check, progress=progress)
 
 
 def run_sql(settings: Settings, query: str, fmt: str) -> None:

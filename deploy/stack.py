@@ -9,7 +9,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,10 +33,10 @@ def free_port() -> int:
         return port
 
 
-def wait_until(check: object, timeout: float, what: str, interval: float = 0.1) -> None:
+def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if callable(check) and check():
+        if check():
             return
         time.sleep(interval)
     raise StackError(f"timed out after {timeout:.0f}s waiting for {what}")

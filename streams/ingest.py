@@ -51,7 +51,8 @@ class Ingest:
         except (SchemaError, ValidationError) as exc:
             return self._dead(value, str(exc), source)
         resolved = {
-            "touchpoint": touchpoint.to_avro(),
+            # The decoded record already fits the schema and passed validation: no re-dump.
+            "touchpoint": record,
             "profile_id": None,
             "journey_id": None,
             "routing_key": touchpoint.routing_key,

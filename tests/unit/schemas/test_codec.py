@@ -13,19 +13,18 @@ from parcours.schemas.errors import SchemaError
 from parcours.schemas.registry import AvroSchema, load_shipped
 from parcours.schemas.sdk import parse_touchpoint
 
-EVENT = {
-    "event_id": "e-1",
-    "occurred_at": "2026-11-24T10:00:00+01:00",
-    "channel": "web",
-    "action": "add_to_cart",
-    "identities": {"anonymous_id": "ck-1", "crm_id": "crm-9"},
-    "cart": {
+from tests.factories import touchpoint
+
+EVENT = touchpoint(
+    action="add_to_cart",
+    identities={"anonymous_id": "ck-1", "crm_id": "crm-9"},
+    cart={
         "cart_id": "c1",
         "items": [{"sku": "A", "quantity": 2, "unit_price": 9.5}],
         "value": 19.0,
     },
-    "attributes": {"url": "/cart"},
-}
+    attributes={"url": "/cart"},
+)
 
 
 def test_touchpoint_round_trips_through_single_object_encoding() -> None:

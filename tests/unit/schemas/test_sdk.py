@@ -8,16 +8,9 @@ import pytest
 from parcours.schemas.errors import ValidationError
 from parcours.schemas.sdk import hash_email, hash_phone, is_blocklisted, parse_touchpoint
 
+from tests.factories import touchpoint
 
-def event(**changes: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "event_id": "e-1",
-        "occurred_at": "2026-11-24T10:00:00+01:00",
-        "channel": "web",
-        "action": "page_view",
-        "identities": {"anonymous_id": "ck-1"},
-    }
-    return base | changes
+event = touchpoint
 
 
 @pytest.mark.parametrize(

@@ -5,14 +5,14 @@ from parcours.schemas.records import Source, marker_record
 from parcours.schemas.sdk import parse_touchpoint
 from parcours.streams.ingest import DeadLetter, EndOfRun, Forward, Ingest
 
+from tests.factories import touchpoint
+
 SOURCE = Source("touchpoints", 3, 1234, 1_795_510_800_000)
-EVENT = {
-    "event_id": "e-1",
-    "occurred_at": "2026-11-24T10:00:00+01:00",
-    "channel": "store",
-    "action": "store_visit",
-    "identities": {"loyalty_id": "loy-1", "device_id": "d-1"},
-}
+EVENT = touchpoint(
+    channel="store",
+    action="store_visit",
+    identities={"loyalty_id": "loy-1", "device_id": "d-1"},
+)
 
 
 def test_valid_touchpoint_is_forwarded_keyed_by_its_routing_identity() -> None:
