@@ -161,7 +161,8 @@ def replay(
     started = time.monotonic()
     run_id = new_run_id()
     result = produce_file(settings, path, run_id, progress)
-    sources = topic_partitions(settings, settings.topic(topics.TOUCHPOINTS))
+    # The journey stage's tasks send the last markers, one per task to every sink partition.
+    sources = topic_partitions(settings, settings.topic(topics.RESOLVED))
     expected = sources * sink_partitions(settings)
     wait_for_run(reader, run_id, expected, timeout=timeout, check=check, progress=progress)
     result.seconds = time.monotonic() - started

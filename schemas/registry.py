@@ -23,6 +23,12 @@ SHIPPED = (
     "followup",
     "dead_letter",
     "marker",
+    "identity_link",
+    "run_round",
+    "watermark",
+    "profile_merge",
+    "profile_transfer",
+    "identity_warning",
 )
 
 

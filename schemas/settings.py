@@ -53,6 +53,18 @@ class Settings(BaseSettings):
         3.0, gt=0, description="Low on Tansu: its group join waits for the full rebalance timeout."
     )
     session_timeout_seconds: float = Field(6.0, gt=0)
+    allowed_lateness_seconds: float = Field(
+        600.0, ge=0, description="Events this far behind the watermark still count as on time."
+    )
+    session_idle_seconds: float = Field(1800.0, gt=0, description="Inactivity that ends a session.")
+    journey_idle_seconds: float = Field(
+        7 * 86400.0, gt=0, description="Inactivity that expires an open journey."
+    )
+    watermark_idle_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A silent input partition stops holding the watermark back after this (live mode).",
+    )
     log_level: str = Field("WARNING", description="DEBUG, INFO, WARNING, ERROR")
 
     @field_validator("log_level")

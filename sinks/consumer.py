@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
@@ -16,9 +17,23 @@ from parcours.schemas.records import Source, dead_letter_record
 from parcours.schemas.settings import Settings
 from parcours.sinks.backend import Backend
 from parcours.sinks.batch import BatchWriter
-from parcours.sinks.rows import dead_letter_row, marker_row, touchpoint_row
+from parcours.sinks.rows import (
+    dead_letter_row,
+    journey_row,
+    marker_row,
+    merge_row,
+    touchpoint_row,
+    warning_row,
+)
 
 log = logging.getLogger(__name__)
+
+
+TABLES: dict[str, tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] = {
+    "Journey": ("journeys", journey_row),
+    "IdentityWarning": ("identity_warnings", warning_row),
+    "ProfileMerge": ("profile_merges", merge_row),
+}
 
 
 class Router:
@@ -41,6 +56,9 @@ class Router:
                 return "touchpoints", touchpoint_row(record, partition, offset)
             if kind == "DeadLetter":
                 return "dead_letters", dead_letter_row(record)
+            if kind in TABLES:
+                table, to_row = TABLES[kind]
+                return table, to_row(record)
             raise SchemaError(f"no table for {name}")
         except (SchemaError, KeyError, TypeError, ValueError) as exc:
             source = Source(topic, partition, offset, msg.timestamp()[1])

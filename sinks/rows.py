@@ -46,7 +46,21 @@ def touchpoint_row(resolved: dict[str, Any], partition: int, offset: int) -> dic
         "produced_at": ts(resolved["produced_at"]),
         "kafka_partition": partition,
         "kafka_offset": offset,
+        "version": resolved.get("version", 0),
+        "late": resolved.get("late", False),
     }
+
+
+def journey_row(record: dict[str, Any]) -> dict[str, Any]:
+    return record | {"started_at": ts(record["started_at"]), "last_at": ts(record["last_at"])}
+
+
+def warning_row(record: dict[str, Any]) -> dict[str, Any]:
+    return dict(record)
+
+
+def merge_row(record: dict[str, Any]) -> dict[str, Any]:
+    return {"loser": record["loser"], "survivor": record["survivor"]}
 
 
 def dead_letter_row(record: dict[str, Any]) -> dict[str, Any]:

@@ -10,12 +10,12 @@ from typing import Any
 
 import faust
 from faust.types import EventT
-from parcours.schemas import topics
 from parcours.schemas.errors import ConfigError
-from parcours.schemas.kafka import topic_partitions
 from parcours.schemas.producer import codec_for
+from parcours.schemas.records import Source
 from parcours.schemas.settings import Settings
-from parcours.streams.ingest import DeadLetter, EndOfRun, Forward, Ingest, Source
+from parcours.streams.outbox import Outbox
+from parcours.streams.stages import IdentityStage, IngestStage, JourneyStage, Stage
 
 log = logging.getLogger(__name__)
 
@@ -64,40 +64,34 @@ def _ensure(path: Path) -> Path:
 
 
 def _wire(app: faust.App, settings: Settings) -> None:
-    ingest = Ingest(codec_for(settings))
-    source_topic = app.topic(settings.topic(topics.TOUCHPOINTS), key_type=bytes, value_type=bytes)
-    resolved = app.topic(settings.topic(topics.RESOLVED), key_type=bytes, value_type=bytes)
-    dead = app.topic(settings.topic(topics.DEAD_LETTERS), key_type=bytes, value_type=bytes)
-    fan_out: dict[str, int] = {}
+    codec = codec_for(settings)
+    outbox = Outbox(app, settings, codec)
+    nodes = app.Table("identity-graph", default=None, schema=_json())
+    profiles = app.Table("profiles", default=None, schema=_json())
+    stages = (
+        IngestStage(settings, codec, outbox),
+        IdentityStage(settings, codec, outbox, nodes),
+        JourneyStage(settings, codec, outbox, profiles),
+    )
+    for stage in stages:
+        _agent(app, stage, outbox.topic(stage.input_topic))
 
-    async def forward_marker(marker_value: bytes) -> None:
-        for topic in (resolved, dead):
-            name = topic.get_topic_name()
-            if name not in fan_out:
-                fan_out[name] = topic_partitions(settings, name)
-            for partition in range(fan_out[name]):
-                await topic.send(key=b"marker", value=marker_value, partition=partition)
 
-    @app.agent(source_topic, name="ingest")
-    async def ingest_agent(stream: faust.StreamT[bytes]) -> None:
+def _json() -> faust.Schema:
+    return faust.Schema(key_serializer="json", value_serializer="json")
+
+
+def _agent(app: faust.App, stage: Stage, topic: Any) -> None:
+    async def run(stream: faust.StreamT[bytes]) -> None:
         event: EventT[bytes]
         async for event in stream.events():
             message = event.message
             source = Source(
                 message.topic, message.partition, message.offset, int(message.timestamp * 1000)
             )
-            outcome = ingest.process(event.value, source)
-            if isinstance(outcome, Forward):
-                await resolved.send(key=outcome.key, value=outcome.value)
-            elif isinstance(outcome, DeadLetter):
-                log.warning("dead-lettered %s[%d]@%d: %s", *_where(source), outcome.reason)
-                await dead.send(key=None, value=outcome.value)
-            elif isinstance(outcome, EndOfRun):
-                await forward_marker(ingest.worker_marker(outcome.marker, source))
+            await stage.handle(event.value or b"", source)
 
-
-def _where(source: Source) -> tuple[str, int, int]:
-    return source.topic, source.partition, source.offset
+    app.agent(topic, name=stage.name)(run)
 
 
 def run_worker(settings: Settings) -> None:

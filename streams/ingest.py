@@ -16,6 +16,8 @@ from parcours.schemas.sdk import Touchpoint
 class Forward:
     key: bytes
     value: bytes
+    occurred_at: int
+    """Event time (epoch ms): the ingest task's watermark follows it."""
 
 
 @dataclass(frozen=True)
@@ -61,14 +63,13 @@ class Ingest:
             "source_offset": source.offset,
         }
         key = touchpoint.routing_key.encode()
-        return Forward(key, self.codec.encode("ResolvedTouchpoint", resolved))
+        occurred_at = int(touchpoint.occurred_at.timestamp() * 1000)
+        return Forward(key, self.codec.encode("ResolvedTouchpoint", resolved), occurred_at)
 
     def _dead(self, value: bytes, reason: str, source: Source) -> DeadLetter:
         record = dead_letter_record("worker", reason, value, source)
         return DeadLetter(self.codec.encode("DeadLetter", record), reason)
 
-    def worker_marker(self, marker: dict[str, Any], source: Source) -> bytes:
+    def worker_marker(self, marker: dict[str, Any], source: Source) -> dict[str, Any]:
         """The marker this worker forwards downstream once it has passed ``source.partition``."""
-        forwarded = dict(marker, stage="worker", source_partition=source.partition)
-        encoded: bytes = self.codec.encode("Marker", forwarded)
-        return encoded
+        return dict(marker, stage="ingest", source_partition=source.partition)

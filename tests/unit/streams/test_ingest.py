@@ -67,10 +67,10 @@ def test_marker_is_passed_on_with_this_partition() -> None:
     ingest = Ingest(codec)
     outcome = ingest.process(codec.encode("Marker", marker_record("run-1", 3, 4, None)), SOURCE)
     assert isinstance(outcome, EndOfRun)
-    forwarded = codec.decode_as("Marker", ingest.worker_marker(outcome.marker, SOURCE))
+    forwarded = ingest.worker_marker(outcome.marker, SOURCE)
     assert forwarded == {
         "run_id": "run-1",
-        "stage": "worker",
+        "stage": "ingest",
         "source_partition": 3,
         "source_partitions": 4,
         "watermark": None,

@@ -1,0 +1,174 @@
+"""The identity graph, pure: nodes keyed by identity, linked by the events that carry them.
+
+Each identity is a node that knows its neighbours and its component's *label*: the strongest
+identity of the component (``crm_id`` before ``loyalty_id`` … before ``anonymous_id``, then by
+value). Labels spread by min-label propagation: a node that learns a smaller label adopts it and
+tells its neighbours. The fixpoint does not depend on the order links arrive in, and nodes may
+live on any partition: links travel between them as messages.
+
+Merge guard: a component never holds two ``crm_id`` labels; a link that would join them is
+refused and reported as an :class:`IdentityWarning`. The profile id is a hash of the label, so the
+surviving profile is deterministic. No Kafka in here: the faust agent feeds messages and publishes
+what comes back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from parcours.schemas.sdk import IDENTITY_TYPES, is_blocklisted
+
+_RANK = {kind: rank for rank, kind in enumerate(IDENTITY_TYPES)}
+CRM = "crm_id"
+
+
+def identity_key(kind: str, value: str) -> str:
+    return f"{kind}:{value}"
+
+
+def label_order(label: str) -> tuple[int, str]:
+    """Strongest identity first; ``event:`` labels (no usable identity) come last."""
+    kind, _, value = label.partition(":")
+    return _RANK.get(kind, len(_RANK)), value
+
+
+def profile_id(label: str) -> str:
+    """Opaque and stable: the same component always gets the same id, on any worker."""
+    return "p-" + hashlib.blake2b(label.encode(), digest_size=10).hexdigest()
+
+
+def usable_identities(identities: dict[str, str], event_id: str) -> list[str]:
+    """The event's identities that may link, strongest first (never empty)."""
+    keys = [
+        identity_key(kind, identities[kind])
+        for kind in IDENTITY_TYPES
+        if kind in identities and not is_blocklisted(identities[kind])
+    ]
+    return keys or [f"event:{event_id}"]
+
+
+def _crm_of(label: str) -> str | None:
+    return label if label.startswith(CRM + ":") else None
+
+
+@dataclass
+class Node:
+    label: str
+    neighbours: list[str] = field(default_factory=list)
+    # The event that gave this node its crm label: conflict reports name both events.
+    crm_event: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"label": self.label, "neighbours": self.neighbours, "crm_event": self.crm_event}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Node:
+        return cls(data["label"], list(data["neighbours"]), data.get("crm_event"))
+
+
+@dataclass(frozen=True)
+class Link:
+    """Sent to ``target``'s partition: ``sender`` (labelled ``label``) is linked to it."""
+
+    target: str
+    sender: str
+    label: str
+    event_id: str
+
+
+@dataclass(frozen=True)
+class Merge:
+    """Every event and journey of ``loser`` now belongs to ``survivor`` (profile ids)."""
+
+    loser: str
+    survivor: str
+    identity: str
+    """The identity whose relabelling revealed the merge."""
+
+
+@dataclass(frozen=True)
+class IdentityWarning:
+    """A link refused because it would give one profile two different crm ids."""
+
+    identity: str
+    crm_ids: tuple[str, str]
+    event_ids: tuple[str, ...]
+
+    @property
+    def warning_id(self) -> str:
+        text = "|".join((self.identity, *self.crm_ids))
+        return "w-" + hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
+
+
+@dataclass
+class Effects:
+    links: list[Link] = field(default_factory=list)
+    merges: list[Merge] = field(default_factory=list)
+    warnings: list[IdentityWarning] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.links or self.merges)
+
+
+class IdentityGraph:
+    """The nodes this partition owns, in any mutable mapping (a faust table in the worker)."""
+
+    def __init__(self, nodes: MutableMapping[str, dict[str, Any]]) -> None:
+        self.nodes = nodes
+
+    def label_of(self, identity: str) -> str:
+        data = self.nodes.get(identity)
+        return Node.from_json(data).label if data else identity
+
+    def observe(self, identities: list[str], event_id: str) -> tuple[str, Effects]:
+        """An event arrived at its strongest identity ``identities[0]``: its label, and links out."""
+        home_key, others = identities[0], identities[1:]
+        home = self._node(home_key)
+        effects = Effects()
+        for other in others:
+            if other not in home.neighbours:
+                home.neighbours.append(other)
+            effects.links.append(Link(other, home_key, home.label, event_id))
+        self._save(home_key, home)
+        return home.label, effects
+
+    def receive(self, link: Link) -> Effects:
+        node = self._node(link.target)
+        effects = Effects()
+        mine, theirs = _crm_of(node.label), _crm_of(link.label)
+        if mine and theirs and mine != theirs:
+            events = tuple(sorted({e for e in (node.crm_event, link.event_id) if e}))
+            pair = (min(mine, theirs), max(mine, theirs))
+            effects.warnings.append(IdentityWarning(link.target, pair, events))
+            return effects
+        if link.sender not in node.neighbours:
+            node.neighbours.append(link.sender)
+        if label_order(link.label) < label_order(node.label):
+            effects.merges.append(
+                Merge(profile_id(node.label), profile_id(link.label), link.target)
+            )
+            node.label = link.label
+            if theirs:
+                node.crm_event = link.event_id
+            effects.links.extend(self._spread(link.target, node, exclude=link.sender, cause=link))
+        elif label_order(node.label) < label_order(link.label):
+            # The sender is behind: teach it our label (it will spread it on its side).
+            effects.links.append(Link(link.sender, link.target, node.label, link.event_id))
+        self._save(link.target, node)
+        return effects
+
+    def _spread(self, key: str, node: Node, *, exclude: str, cause: Link) -> Iterable[Link]:
+        for neighbour in node.neighbours:
+            if neighbour != exclude:
+                yield Link(neighbour, key, node.label, cause.event_id)
+
+    def _node(self, key: str) -> Node:
+        data = self.nodes.get(key)
+        return Node.from_json(data) if data else Node(key)
+
+    def _save(self, key: str, node: Node) -> None:
+        self.nodes[key] = node.to_json()

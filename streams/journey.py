@@ -1,0 +1,263 @@
+"""The journey core, pure and deterministic: a profile's state + an event → new state + outputs.
+
+A profile keeps the facts of its events. Journeys and sessions are *stitched* from those facts
+sorted by ``(occurred_at, event_id)`` each time they change, so the result depends only on the set
+of events (and the watermark for idle expiry): any arrival order and any duplication give the same
+journeys, and a merged profile is stitched exactly as if it had always been one. What changed since
+the last publication is returned as outputs; the faust agent publishes them. No Kafka in here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+PURCHASE = "purchase"
+BRAND_ACTIONS = frozenset({"message_sent"})
+"""The brand speaking, not the customer choosing a channel: never a pivot, never a journey channel."""
+
+
+@dataclass(frozen=True)
+class Rules:
+    session_idle_ms: int = 30 * 60 * 1000
+    journey_idle_ms: int = 7 * 86400 * 1000
+    allowed_lateness_ms: int = 10 * 60 * 1000
+
+
+@dataclass(frozen=True)
+class EventFacts:
+    """What stitching needs from one touchpoint; ``payload`` is carried through untouched."""
+
+    event_id: str
+    occurred_at: int
+    channel: str
+    action: str
+    payload: str = ""
+    late: bool = False
+
+    @property
+    def order(self) -> tuple[int, str]:
+        return self.occurred_at, self.event_id
+
+
+@dataclass(frozen=True)
+class JourneySummary:
+    journey_id: str
+    profile_id: str
+    started_at: int
+    last_at: int
+    status: str
+    channels: tuple[str, ...]
+    touchpoints: int
+    pivots: int
+    sessions: int
+    late_touchpoints: int
+    version: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["channels"] = list(self.channels)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> JourneySummary:
+        return cls(**(data | {"channels": tuple(data["channels"])}))
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A touchpoint's place: the sink (re)writes its row with this profile and journey."""
+
+    event: EventFacts
+    profile_id: str
+    journey_id: str
+    version: int
+
+
+@dataclass
+class Outputs:
+    journeys: list[JourneySummary] = field(default_factory=list)
+    assignments: list[Assignment] = field(default_factory=list)
+
+
+def journey_id(first_event_id: str) -> str:
+    return "j-" + hashlib.blake2b(first_event_id.encode(), digest_size=10).hexdigest()
+
+
+@dataclass
+class _Open:
+    first: EventFacts
+    last_at: int
+    channels: list[str] = field(default_factory=list)
+    touchpoints: int = 0
+    pivots: int = 0
+    sessions: int = 0
+    late: int = 0
+    last_customer_channel: str | None = None
+
+    def take(self, event: EventFacts, rules: Rules) -> None:
+        if self.touchpoints == 0 or event.occurred_at - self.last_at >= rules.session_idle_ms:
+            self.sessions += 1
+        self.touchpoints += 1
+        self.late += event.late
+        self.last_at = event.occurred_at
+        if event.action in BRAND_ACTIONS:
+            return
+        if event.channel not in self.channels:
+            self.channels.append(event.channel)
+        if self.last_customer_channel not in (None, event.channel):
+            self.pivots += 1
+        self.last_customer_channel = event.channel
+
+    def close(self, profile: str, status: str) -> JourneySummary:
+        return JourneySummary(
+            journey_id=journey_id(self.first.event_id),
+            profile_id=profile,
+            started_at=self.first.occurred_at,
+            last_at=self.last_at,
+            status=status,
+            channels=tuple(self.channels),
+            touchpoints=self.touchpoints,
+            pivots=self.pivots,
+            sessions=self.sessions,
+            late_touchpoints=self.late,
+        )
+
+
+def stitch(
+    profile: str, events: list[EventFacts], watermark: int | None, rules: Rules
+) -> tuple[list[JourneySummary], dict[str, str]]:
+    """Cut ``events`` into journeys: a purchase converts one, ``journey_idle`` without events expires it."""
+    journeys: list[JourneySummary] = []
+    placed: dict[str, str] = {}
+    current: _Open | None = None
+    for event in sorted(events, key=lambda e: e.order):
+        if current is not None and event.occurred_at - current.last_at >= rules.journey_idle_ms:
+            journeys.append(current.close(profile, "expired"))
+            current = None
+        if current is None:
+            current = _Open(first=event, last_at=event.occurred_at)
+        current.take(event, rules)
+        placed[event.event_id] = journey_id(current.first.event_id)
+        if event.action == PURCHASE:
+            journeys.append(current.close(profile, "converted"))
+            current = None
+    if current is not None:
+        idle = watermark is not None and watermark - current.last_at >= rules.journey_idle_ms
+        journeys.append(current.close(profile, "expired" if idle else "open"))
+    return journeys, placed
+
+
+@dataclass
+class ProfileState:
+    """Everything the journey stage keeps for one profile (JSON in a faust table)."""
+
+    profile_id: str
+    events: dict[str, EventFacts] = field(default_factory=dict)
+    published: dict[str, JourneySummary] = field(default_factory=dict)
+    placed: dict[str, str] = field(default_factory=dict)
+    version: int = 0
+    merged_into: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "profile_id": self.profile_id,
+            "events": [asdict(e) for e in self.events.values()],
+            "published": [j.to_json() for j in self.published.values()],
+            "placed": self.placed,
+            "version": self.version,
+            "merged_into": self.merged_into,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ProfileState:
+        events = [EventFacts(**e) for e in data["events"]]
+        published = [JourneySummary.from_json(j) for j in data["published"]]
+        return cls(
+            profile_id=data["profile_id"],
+            events={e.event_id: e for e in events},
+            published={j.journey_id: j for j in published},
+            placed=dict(data["placed"]),
+            version=data["version"],
+            merged_into=data["merged_into"],
+        )
+
+
+class JourneyCore:
+    def __init__(self, rules: Rules | None = None) -> None:
+        self.rules = rules or Rules()
+
+    def is_late(self, occurred_at: int, watermark: int | None) -> bool:
+        return watermark is not None and occurred_at < watermark - self.rules.allowed_lateness_ms
+
+    def add(self, state: ProfileState, event: EventFacts, watermark: int | None) -> Outputs:
+        """One touchpoint for this profile; a duplicate ``event_id`` changes nothing."""
+        if event.event_id in state.events:
+            return Outputs()
+        late = self.is_late(event.occurred_at, watermark)
+        state.events[event.event_id] = EventFacts(**(asdict(event) | {"late": late}))
+        return self._restitch(state, watermark)
+
+    def absorb(self, state: ProfileState, loser: ProfileState, watermark: int | None) -> Outputs:
+        """``loser``'s events and journeys now belong to ``state``: stitch them as one history."""
+        for event_id, event in loser.events.items():
+            state.events.setdefault(event_id, event)
+        for jid, summary in loser.published.items():
+            state.published.setdefault(jid, summary)
+        state.version = max(state.version, loser.version)
+        # Every absorbed event changes profile, so each is re-placed even if its journey is unchanged.
+        for event_id in loser.events:
+            state.placed.pop(event_id, None)
+        return self._restitch(state, watermark)
+
+    def advance(self, state: ProfileState, watermark: int | None) -> Outputs:
+        """Time passed: an open journey may now have expired."""
+        return self._restitch(state, watermark)
+
+    def _restitch(self, state: ProfileState, watermark: int | None) -> Outputs:
+        journeys, placed = stitch(
+            state.profile_id, list(state.events.values()), watermark, self.rules
+        )
+        current = {j.journey_id: j for j in journeys}
+        changed = [j for j in journeys if _unversioned(state.published.get(j.journey_id)) != j]
+        gone = [j for jid, j in state.published.items() if jid not in current]
+        moved = [eid for eid, jid in placed.items() if state.placed.get(eid) != jid]
+        if not (changed or moved or any(j.status != "superseded" for j in gone)):
+            return Outputs()
+        state.version += 1
+        out = Outputs()
+        for summary in changed:
+            out.journeys.append(_versioned(summary, state.version))
+        for summary in gone:
+            if summary.status != "superseded":
+                out.journeys.append(
+                    _versioned(
+                        summary, state.version, status="superseded", profile=state.profile_id
+                    )
+                )
+        for eid in sorted(moved, key=lambda e: state.events[e].order):
+            out.assignments.append(
+                Assignment(state.events[eid], state.profile_id, placed[eid], state.version)
+            )
+        for summary in out.journeys:
+            state.published[summary.journey_id] = summary
+        state.placed = placed
+        return out
+
+
+def _unversioned(summary: JourneySummary | None) -> JourneySummary | None:
+    if summary is None:
+        return None
+    return JourneySummary(**(asdict(summary) | {"version": 0, "channels": summary.channels}))
+
+
+def _versioned(
+    summary: JourneySummary, version: int, *, status: str | None = None, profile: str | None = None
+) -> JourneySummary:
+    changes: dict[str, Any] = {"version": version, "channels": summary.channels}
+    if status is not None:
+        changes["status"] = status
+    if profile is not None:
+        changes["profile_id"] = profile
+    return JourneySummary(**(asdict(summary) | changes))

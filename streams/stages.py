@@ -1,0 +1,411 @@
+"""The three stages as faust sees them: decode a message, call the pure core, publish its outputs.
+
+ingest   touchpoints → identity           validate, dead-letter, watermark per input partition
+identity identity → touchpoints.resolved  the identity graph (table ``identity-graph``)
+journey  touchpoints.resolved → sinks     profiles and journeys (table ``profiles``)
+
+Each stage's state lives in a faust table whose changelog restores it on whichever worker takes
+the partition over. Control records (watermarks, end-of-run markers and rounds) are sent to every
+partition of the next topic so each task downstream can take the minimum over its inputs.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from collections.abc import MutableMapping
+from datetime import datetime
+from typing import Any
+
+from parcours.schemas import topics
+from parcours.schemas.codec import Codec
+from parcours.schemas.errors import SchemaError
+from parcours.schemas.records import Source, dead_letter_record
+from parcours.schemas.settings import Settings
+from parcours.streams.clock import Announce, EndOfRun, Watermarks
+from parcours.streams.identity import IdentityGraph, Link, profile_id, usable_identities
+from parcours.streams.ingest import DeadLetter, Forward, Ingest
+from parcours.streams.ingest import EndOfRun as RunEnds
+from parcours.streams.journey import EventFacts, JourneyCore, Outputs, ProfileState, Rules
+from parcours.streams.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+WATERMARK_EVERY_MS = 1000
+"""How often (wall clock) a task tells the next stage how far its event time has got."""
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def epoch_ms(value: datetime | int | None) -> int | None:
+    if value is None or isinstance(value, int):
+        return value
+    return int(value.timestamp() * 1000)
+
+
+def rules_of(settings: Settings) -> Rules:
+    return Rules(
+        session_idle_ms=int(settings.session_idle_seconds * 1000),
+        journey_idle_ms=int(settings.journey_idle_seconds * 1000),
+        allowed_lateness_ms=int(settings.allowed_lateness_seconds * 1000),
+    )
+
+
+class Stage:
+    """What every stage does with control records; subclasses handle their data records."""
+
+    input_topic: str
+    output_topic: str
+    upstream_topic: str
+    """Whose tasks feed this one: each sends its watermark and end-of-run marker to every task."""
+
+    def __init__(self, settings: Settings, codec: Codec, outbox: Outbox) -> None:
+        self.settings = settings
+        self.codec = codec
+        self.out = outbox
+        self.ends: dict[int, EndOfRun] = {}
+        self.clocks: dict[int, Watermarks] = {}
+        self.last_watermark_sent: dict[int, int] = {}
+
+    def end_of_run(self, partition: int) -> EndOfRun:
+        if partition not in self.ends:
+            self.ends[partition] = EndOfRun(partition, self.out.partitions(self.input_topic))
+        return self.ends[partition]
+
+    def clock(self, partition: int) -> Watermarks:
+        if partition not in self.clocks:
+            self.clocks[partition] = Watermarks(
+                self.out.partitions(self.upstream_topic),
+                idle_ms=int(self.settings.watermark_idle_seconds * 1000),
+                lateness_ms=int(self.settings.allowed_lateness_seconds * 1000),
+                wall_ms=wall_ms,
+            )
+        return self.clocks[partition]
+
+    async def dead_letter(self, value: bytes, reason: str, source: Source) -> None:
+        log.warning("dead-lettered %s[%d]@%d: %s", *_where(source), reason)
+        record = dead_letter_record("worker", reason, value, source)
+        await self.out.send(topics.DEAD_LETTERS, "DeadLetter", record)
+
+    async def handle(self, value: bytes, source: Source) -> None:
+        try:
+            name, record = self.codec.decode(value)
+            kind = name.rsplit(".", 1)[-1]
+            await self.dispatch(kind, record, value, source)
+        except (SchemaError, KeyError, TypeError, ValueError) as exc:
+            await self.dead_letter(value, f"{type(exc).__name__}: {exc}", source)
+
+    async def dispatch(self, kind: str, record: dict[str, Any], raw: bytes, source: Source) -> None:
+        if kind == "Watermark":
+            self.clock(source.partition).observe(
+                record["source_partition"], epoch_ms(record["watermark"]) or 0
+            )
+            await self.pass_watermark(source.partition)
+        elif kind == "Marker":
+            announce = self.end_of_run(source.partition).input_done(
+                record["run_id"],
+                record["source_partition"],
+                record["source_partitions"],
+                epoch_ms(record["watermark"]),
+            )
+            await self.announce(announce)
+        elif kind == "RunRound":
+            verdict = self.end_of_run(source.partition).vote(
+                Announce(
+                    record["run_id"],
+                    record["round"],
+                    record["task"],
+                    record["active"],
+                    epoch_ms(record["watermark"]),
+                )
+            )
+            if isinstance(verdict, Announce):
+                await self.announce(verdict)
+            elif verdict:
+                await self.finish(record["run_id"], source.partition, epoch_ms(record["watermark"]))
+        else:
+            await self.on_record(kind, record, raw, source)
+
+    async def on_record(
+        self, kind: str, record: dict[str, Any], raw: bytes, source: Source
+    ) -> None:
+        raise SchemaError(f"a {kind} record does not belong on {source.topic}")
+
+    async def announce(self, announce: Announce | None) -> None:
+        if announce is None:
+            return
+        record = {
+            "run_id": announce.run_id,
+            "round": announce.round,
+            "task": announce.task,
+            "active": announce.active,
+            "watermark": announce.watermark,
+        }
+        await self.out.everywhere(self.input_topic, "RunRound", record)
+
+    async def pass_watermark(self, partition: int) -> None:
+        now = wall_ms()
+        if now - self.last_watermark_sent.get(partition, 0) < WATERMARK_EVERY_MS:
+            return
+        current = self.clock(partition).current()
+        if current is None:
+            return
+        self.last_watermark_sent[partition] = now
+        record = {"source_partition": partition, "watermark": current}
+        await self.out.everywhere(self.output_topic, "Watermark", record)
+
+    async def finish(self, run_id: str, partition: int, watermark: int | None) -> None:
+        """The run is over for this task: tell every task of the next stage."""
+        self.clock(partition).finish(watermark or 0)
+        marker = {
+            "run_id": run_id,
+            "stage": self.name,
+            "source_partition": partition,
+            "source_partitions": self.out.partitions(self.input_topic),
+            "watermark": watermark,
+        }
+        for name in self.downstream():
+            await self.out.everywhere(name, "Marker", marker)
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__.removesuffix("Stage").lower()
+
+    def downstream(self) -> tuple[str, ...]:
+        return (self.output_topic,)
+
+
+class IngestStage(Stage):
+    """``touchpoints`` → ``identity``: one partition per task, nothing shared between tasks."""
+
+    input_topic = topics.TOUCHPOINTS
+    output_topic = topics.IDENTITY
+    upstream_topic = topics.TOUCHPOINTS
+
+    def __init__(self, settings: Settings, codec: Codec, outbox: Outbox) -> None:
+        super().__init__(settings, codec, outbox)
+        self.ingest = Ingest(codec)
+
+    async def handle(self, value: bytes, source: Source) -> None:
+        outcome = self.ingest.process(value, source)
+        if isinstance(outcome, Forward):
+            await self.out.send_raw(self.output_topic, outcome.value, key=outcome.key.decode())
+            self.clock(source.partition).observe(source.partition, outcome.occurred_at)
+            await self.pass_own_watermark(source.partition)
+        elif isinstance(outcome, DeadLetter):
+            log.warning("dead-lettered %s[%d]@%d: %s", *_where(source), outcome.reason)
+            await self.out.send_raw(topics.DEAD_LETTERS, outcome.value)
+        elif isinstance(outcome, RunEnds):
+            marker = self.ingest.worker_marker(outcome.marker, source)
+            await self.out.everywhere(self.output_topic, "Marker", marker)
+
+    async def pass_own_watermark(self, partition: int) -> None:
+        now = wall_ms()
+        if now - self.last_watermark_sent.get(partition, 0) < WATERMARK_EVERY_MS:
+            return
+        mark = self.clock(partition).marks.get(partition)
+        if mark is not None:
+            self.last_watermark_sent[partition] = now
+            record = {"source_partition": partition, "watermark": mark}
+            await self.out.everywhere(self.output_topic, "Watermark", record)
+
+
+class IdentityStage(Stage):
+    input_topic = topics.IDENTITY
+    output_topic = topics.RESOLVED
+    upstream_topic = topics.TOUCHPOINTS
+
+    def __init__(
+        self,
+        settings: Settings,
+        codec: Codec,
+        outbox: Outbox,
+        nodes: MutableMapping[str, dict[str, Any]],
+    ) -> None:
+        super().__init__(settings, codec, outbox)
+        self.graph = IdentityGraph(nodes)
+
+    async def on_record(
+        self, kind: str, record: dict[str, Any], raw: bytes, source: Source
+    ) -> None:
+        if kind == "ResolvedTouchpoint":
+            await self.on_touchpoint(record, source)
+        elif kind == "IdentityLink":
+            await self.on_link(Link(**record), source)
+        else:
+            await super().on_record(kind, record, raw, source)
+
+    async def on_touchpoint(self, record: dict[str, Any], source: Source) -> None:
+        touchpoint = record["touchpoint"]
+        identities = usable_identities(touchpoint["identities"], touchpoint["event_id"])
+        label, effects = self.graph.observe(identities, touchpoint["event_id"])
+        await self.publish(effects, source)
+        profile = profile_id(label)
+        resolved = record | {"profile_id": profile}
+        await self.out.send(self.output_topic, "ResolvedTouchpoint", resolved, key=profile)
+
+    async def on_link(self, link: Link, source: Source) -> None:
+        await self.publish(self.graph.receive(link), source)
+
+    async def publish(self, effects: Any, source: Source) -> None:
+        if effects.changed:
+            self.end_of_run(source.partition).touched()
+        for link in effects.links:
+            record = {
+                "target": link.target,
+                "sender": link.sender,
+                "label": link.label,
+                "event_id": link.event_id,
+            }
+            await self.out.send(self.input_topic, "IdentityLink", record, key=link.target)
+        for merge in effects.merges:
+            record = {"loser": merge.loser, "survivor": merge.survivor, "identity": merge.identity}
+            await self.out.send(self.output_topic, "ProfileMerge", record, key=merge.loser)
+            await self.out.send(topics.MERGES, "ProfileMerge", record, key=merge.loser)
+        for warning in effects.warnings:
+            record = {
+                "warning_id": warning.warning_id,
+                "identity": warning.identity,
+                "crm_ids": list(warning.crm_ids),
+                "event_ids": list(warning.event_ids),
+            }
+            await self.out.send(
+                topics.IDENTITY_WARNINGS, "IdentityWarning", record, key=warning.warning_id
+            )
+
+    def downstream(self) -> tuple[str, ...]:
+        return (topics.RESOLVED,)
+
+
+class JourneyStage(Stage):
+    input_topic = topics.RESOLVED
+    output_topic = topics.RESOLVED
+    upstream_topic = topics.IDENTITY
+
+    def __init__(
+        self,
+        settings: Settings,
+        codec: Codec,
+        outbox: Outbox,
+        profiles: MutableMapping[str, dict[str, Any]],
+    ) -> None:
+        super().__init__(settings, codec, outbox)
+        self.profiles = profiles
+        self.core = JourneyCore(rules_of(settings))
+
+    def load(self, profile: str) -> ProfileState:
+        data = self.profiles.get(profile)
+        return ProfileState.from_json(data) if data else ProfileState(profile)
+
+    def save(self, state: ProfileState, partition: int) -> None:
+        self.profiles[state.profile_id] = state.to_json() | {"partition": partition}
+
+    async def pass_watermark(self, partition: int) -> None:
+        """The journey stage is the last one: its watermark drives expiry instead of moving on."""
+
+    async def on_record(
+        self, kind: str, record: dict[str, Any], raw: bytes, source: Source
+    ) -> None:
+        if kind == "ResolvedTouchpoint":
+            await self.on_touchpoint(record, raw, source)
+        elif kind == "ProfileMerge":
+            await self.on_merge(record["loser"], record["survivor"], source)
+        elif kind == "ProfileTransfer":
+            loser = ProfileState.from_json(json.loads(record["state"]))
+            await self.on_transfer(record["survivor"], loser, source)
+        else:
+            await super().on_record(kind, record, raw, source)
+
+    async def on_touchpoint(self, record: dict[str, Any], raw: bytes, source: Source) -> None:
+        state = self.load(record["profile_id"])
+        if state.merged_into:
+            self.end_of_run(source.partition).touched()
+            forwarded = record | {"profile_id": state.merged_into}
+            await self.out.send(
+                self.input_topic, "ResolvedTouchpoint", forwarded, key=state.merged_into
+            )
+            return
+        touchpoint = record["touchpoint"]
+        facts = EventFacts(
+            event_id=touchpoint["event_id"],
+            occurred_at=epoch_ms(touchpoint["occurred_at"]) or 0,
+            channel=touchpoint["channel"],
+            action=touchpoint["action"],
+            payload=base64.b64encode(raw).decode(),
+        )
+        watermark = self.clock(source.partition).current()
+        await self.publish(self.core.add(state, facts, watermark))
+        self.save(state, source.partition)
+
+    async def on_merge(self, loser: str, survivor: str, source: Source) -> None:
+        state = self.load(loser)
+        if state.merged_into or loser == survivor:
+            return
+        state.merged_into = survivor
+        if state.events:
+            self.end_of_run(source.partition).touched()
+            record = {
+                "loser": loser,
+                "survivor": survivor,
+                "state": json.dumps(state.to_json()).encode(),
+            }
+            await self.out.send(self.input_topic, "ProfileTransfer", record, key=survivor)
+        self.save(
+            ProfileState(loser, merged_into=survivor, version=state.version), source.partition
+        )
+
+    async def on_transfer(self, survivor: str, loser: ProfileState, source: Source) -> None:
+        state = self.load(survivor)
+        if state.merged_into:
+            self.end_of_run(source.partition).touched()
+            record = {
+                "loser": loser.profile_id,
+                "survivor": state.merged_into,
+                "state": json.dumps(loser.to_json()).encode(),
+            }
+            await self.out.send(self.input_topic, "ProfileTransfer", record, key=state.merged_into)
+            return
+        watermark = self.clock(source.partition).current()
+        await self.publish(self.core.absorb(state, loser, watermark))
+        self.save(state, source.partition)
+
+    async def finish(self, run_id: str, partition: int, watermark: int | None) -> None:
+        self.clock(partition).finish(watermark or 0)
+        current = self.clock(partition).current()
+        for key, data in list(self.profiles.items()):
+            if data.get("partition") != partition or data.get("merged_into"):
+                continue
+            state = ProfileState.from_json(data)
+            outputs = self.core.advance(state, current)
+            if outputs.journeys or outputs.assignments:
+                await self.publish(outputs)
+                self.profiles[key] = state.to_json() | {"partition": partition}
+        await super().finish(run_id, partition, watermark)
+
+    def downstream(self) -> tuple[str, ...]:
+        return topics.SINK_INPUTS
+
+    async def publish(self, outputs: Outputs) -> None:
+        for summary in outputs.journeys:
+            await self.out.send(
+                topics.JOURNEYS, "Journey", summary.to_json(), key=summary.profile_id
+            )
+        for assignment in outputs.assignments:
+            _, record = self.codec.decode(base64.b64decode(assignment.event.payload))
+            record |= {
+                "profile_id": assignment.profile_id,
+                "journey_id": assignment.journey_id,
+                "version": assignment.version,
+                "late": assignment.event.late,
+            }
+            await self.out.send(
+                topics.STITCHED, "ResolvedTouchpoint", record, key=assignment.profile_id
+            )
+
+
+def _where(source: Source) -> tuple[str, int, int]:
+    return source.topic, source.partition, source.offset
