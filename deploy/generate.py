@@ -295,7 +295,49 @@ def consent(rng: random.Random, c: Customer, key: str) -> list[Step]:
     ]
 
 
+KIOSKS = ("kiosk-paris-01", "kiosk-lyon-02", "kiosk-lille-03")
+BROKEN_IDS = ("undefined", "null", "00000000-0000-0000-0000-000000000000", "anonymous", "0")
+
+
+def shared_kiosk(rng: random.Random, c: Customer, key: str) -> list[Step]:
+    """A store kiosk every customer logs into: it must never merge two customers."""
+    kiosk = {"device_id": rng.choice(KIOSKS), "crm_id": c.crm_id}
+    return [
+        Step(0, "kiosk", "identify", kiosk, {"attributes": {"store": "paris-01"}}),
+        Step(rng.uniform(10, 120), "kiosk", "product_view", kiosk),
+    ]
+
+
+def broken_sdk(rng: random.Random, c: Customer, key: str) -> list[Step]:
+    """An app build that sends a placeholder id next to the real one: the placeholder links nothing."""
+    ids = {"anonymous_id": rng.choice(BROKEN_IDS), "email_sha256": c.email_sha256}
+    return [
+        Step(0, "mobile_app", "page_view", ids),
+        Step(rng.uniform(10, 120), "mobile_app", "product_view", ids),
+    ]
+
+
+def loyalty_meets_email(rng: random.Random, c: Customer, key: str) -> list[Step]:
+    """A loyalty-card shopper and an e-mail subscriber turn out to be one person at the till."""
+    cart = _cart(rng, f"cart-{key}")
+    return [
+        Step(0, "store", "store_visit", c.ids("loyalty_id")),
+        Step(rng.uniform(60, 600), "email", "message_clicked", c.ids("email_sha256")),
+        Step(rng.uniform(600, 3600), "store", "identify", c.ids("loyalty_id", "email_sha256")),
+        Step(
+            rng.uniform(60, 600),
+            "store",
+            "purchase",
+            c.ids("loyalty_id"),
+            {"order": _order(cart, f"order-{key}")},
+        ),
+    ]
+
+
 SCENARIOS: tuple[tuple[Scenario, float], ...] = (
+    (shared_kiosk, 0.03),
+    (broken_sdk, 0.02),
+    (loyalty_meets_email, 0.04),
     (anonymous_browse, 0.22),
     (web_purchase, 0.12),
     (cart_abandoned, 0.12),

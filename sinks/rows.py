@@ -56,7 +56,7 @@ def journey_row(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def warning_row(record: dict[str, Any]) -> dict[str, Any]:
-    return dict(record)
+    return record | {"occurred_at": ts(record["occurred_at"])}
 
 
 def merge_row(record: dict[str, Any]) -> dict[str, Any]:

@@ -58,15 +58,26 @@ def _crm_of(label: str) -> str | None:
 class Node:
     label: str
     neighbours: list[str] = field(default_factory=list)
-    # The event that gave this node its crm label: conflict reports name both events.
-    crm_event: str | None = None
+    # crm id → its earliest (occurred_at, event_id) claim on this node. Which crm a shared node
+    # joined depends on arrival order; the set of claimants and their first claims does not.
+    claims: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+    def claim(self, crm: str, occurred_at: int, event_id: str) -> bool:
+        """Record a crm's claim; True if it is the crm's first or an earlier one."""
+        known = self.claims.get(crm)
+        if known is not None and known <= (occurred_at, event_id):
+            return False
+        self.claims[crm] = (occurred_at, event_id)
+        return True
 
     def to_json(self) -> dict[str, Any]:
-        return {"label": self.label, "neighbours": self.neighbours, "crm_event": self.crm_event}
+        claims = {crm: list(first) for crm, first in self.claims.items()}
+        return {"label": self.label, "neighbours": self.neighbours, "claims": claims}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Node:
-        return cls(data["label"], list(data["neighbours"]), data.get("crm_event"))
+        claims = {crm: (int(at), str(eid)) for crm, (at, eid) in data.get("claims", {}).items()}
+        return cls(data["label"], list(data["neighbours"]), claims)
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,7 @@ class Link:
     sender: str
     label: str
     event_id: str
+    occurred_at: int
 
 
 @dataclass(frozen=True)
@@ -91,15 +103,17 @@ class Merge:
 
 @dataclass(frozen=True)
 class IdentityWarning:
-    """A link refused because it would give one profile two different crm ids."""
+    """``identity`` is shared by several crm ids (kiosk, family device); ``crm_id`` is one of them,
+    first seen on it with ``event_id``. Links that would join two of them are refused."""
 
     identity: str
-    crm_ids: tuple[str, str]
-    event_ids: tuple[str, ...]
+    crm_id: str
+    event_id: str
+    occurred_at: int
 
     @property
     def warning_id(self) -> str:
-        text = "|".join((self.identity, *self.crm_ids))
+        text = f"{self.identity}|{self.crm_id}"
         return "w-" + hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
 
 
@@ -124,7 +138,9 @@ class IdentityGraph:
         data = self.nodes.get(identity)
         return Node.from_json(data).label if data else identity
 
-    def observe(self, identities: list[str], event_id: str) -> tuple[str, Effects]:
+    def observe(
+        self, identities: list[str], event_id: str, occurred_at: int
+    ) -> tuple[str, Effects]:
         """An event arrived at its strongest identity ``identities[0]``: its label, and links out."""
         home_key, others = identities[0], identities[1:]
         home = self._node(home_key)
@@ -132,7 +148,7 @@ class IdentityGraph:
         for other in others:
             if other not in home.neighbours:
                 home.neighbours.append(other)
-            effects.links.append(Link(other, home_key, home.label, event_id))
+            effects.links.append(Link(other, home_key, home.label, event_id, occurred_at))
         self._save(home_key, home)
         return home.label, effects
 
@@ -140,10 +156,10 @@ class IdentityGraph:
         node = self._node(link.target)
         effects = Effects()
         mine, theirs = _crm_of(node.label), _crm_of(link.label)
+        if theirs:
+            effects.warnings = self._claim(link.target, node, theirs, link)
         if mine and theirs and mine != theirs:
-            events = tuple(sorted({e for e in (node.crm_event, link.event_id) if e}))
-            pair = (min(mine, theirs), max(mine, theirs))
-            effects.warnings.append(IdentityWarning(link.target, pair, events))
+            self._save(link.target, node)
             return effects
         if link.sender not in node.neighbours:
             node.neighbours.append(link.sender)
@@ -152,19 +168,28 @@ class IdentityGraph:
                 Merge(profile_id(node.label), profile_id(link.label), link.target)
             )
             node.label = link.label
-            if theirs:
-                node.crm_event = link.event_id
             effects.links.extend(self._spread(link.target, node, exclude=link.sender, cause=link))
         elif label_order(node.label) < label_order(link.label):
             # The sender is behind: teach it our label (it will spread it on its side).
-            effects.links.append(Link(link.sender, link.target, node.label, link.event_id))
+            effects.links.append(
+                Link(link.sender, link.target, node.label, link.event_id, link.occurred_at)
+            )
         self._save(link.target, node)
         return effects
 
     def _spread(self, key: str, node: Node, *, exclude: str, cause: Link) -> Iterable[Link]:
         for neighbour in node.neighbours:
             if neighbour != exclude:
-                yield Link(neighbour, key, node.label, cause.event_id)
+                yield Link(neighbour, key, node.label, cause.event_id, cause.occurred_at)
+
+    def _claim(self, key: str, node: Node, crm: str, link: Link) -> list[IdentityWarning]:
+        """Report every crm that claims a shared node, each with its first claim."""
+        newcomer = crm not in node.claims
+        if not node.claim(crm, link.occurred_at, link.event_id) or len(node.claims) < 2:
+            return []
+        # The second claimant makes the first one a party to the conflict too.
+        reported = node.claims if newcomer and len(node.claims) == 2 else {crm: node.claims[crm]}
+        return [IdentityWarning(key, c, eid, at) for c, (at, eid) in sorted(reported.items())]
 
     def _node(self, key: str) -> Node:
         data = self.nodes.get(key)

@@ -15,6 +15,7 @@ import base64
 import json
 import logging
 import time
+from dataclasses import asdict
 from collections.abc import MutableMapping
 from datetime import datetime
 from typing import Any
@@ -242,7 +243,8 @@ class IdentityStage(Stage):
     async def on_touchpoint(self, record: dict[str, Any], source: Source) -> None:
         touchpoint = record["touchpoint"]
         identities = usable_identities(touchpoint["identities"], touchpoint["event_id"])
-        label, effects = self.graph.observe(identities, touchpoint["event_id"])
+        occurred_at = epoch_ms(touchpoint["occurred_at"]) or 0
+        label, effects = self.graph.observe(identities, touchpoint["event_id"], occurred_at)
         await self.publish(effects, source)
         profile = profile_id(label)
         resolved = record | {"profile_id": profile}
@@ -255,12 +257,7 @@ class IdentityStage(Stage):
         if effects.changed:
             self.end_of_run(source.partition).touched()
         for link in effects.links:
-            record = {
-                "target": link.target,
-                "sender": link.sender,
-                "label": link.label,
-                "event_id": link.event_id,
-            }
+            record = asdict(link)
             await self.out.send(self.input_topic, "IdentityLink", record, key=link.target)
         for merge in effects.merges:
             record = {"loser": merge.loser, "survivor": merge.survivor, "identity": merge.identity}
@@ -270,8 +267,9 @@ class IdentityStage(Stage):
             record = {
                 "warning_id": warning.warning_id,
                 "identity": warning.identity,
-                "crm_ids": list(warning.crm_ids),
-                "event_ids": list(warning.event_ids),
+                "crm_id": warning.crm_id,
+                "event_id": warning.event_id,
+                "occurred_at": warning.occurred_at,
             }
             await self.out.send(
                 topics.IDENTITY_WARNINGS, "IdentityWarning", record, key=warning.warning_id

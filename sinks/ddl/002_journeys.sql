@@ -52,18 +52,22 @@ ALTER TABLE {db}.journeys
     ADD COLUMN IF NOT EXISTS sessions UInt32 DEFAULT 0,
     ADD COLUMN IF NOT EXISTS late_touchpoints UInt32 DEFAULT 0;
 
--- Links the identity stage refused because they would give one profile two crm ids.
--- One row per (identity, crm pair): the id is a hash of those, whatever order events came in.
+-- Identities shared by several crm ids (kiosks, family devices): the identity stage refuses the
+-- links that would merge those customers. One row per (identity, crm id) with that crm id's
+-- earliest event on it: the earliest claim has the highest claim_rank, so it wins the merge
+-- whatever order the claims arrived in.
 CREATE TABLE IF NOT EXISTS {db}.identity_warnings
 (
     warning_id  String,
     identity    String,
-    crm_ids     Array(String),
-    event_ids   Array(String),
+    crm_id      String,
+    event_id    String,
+    occurred_at DateTime64(3, 'UTC'),
+    claim_rank  UInt64 MATERIALIZED toUInt64(4102444800000 - toUnixTimestamp64Milli(occurred_at)),
     ingested_at DateTime64(3, 'UTC') DEFAULT now64(3)
 )
-ENGINE = ReplacingMergeTree
-ORDER BY warning_id;
+ENGINE = ReplacingMergeTree(claim_rank)
+ORDER BY (identity, crm_id);
 
 -- Every profile that was merged into another (loser → survivor). Touchpoints and journeys are
 -- re-written under the survivor; this table is the audit trail (and maps ids held elsewhere).

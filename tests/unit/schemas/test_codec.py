@@ -169,6 +169,7 @@ def test_every_shipped_schema_round_trips() -> None:
             "sender": "crm_id:1",
             "label": "crm_id:1",
             "event_id": "e",
+            "occurred_at": 5,
         },
         "RunRound": {"run_id": "r", "round": 2, "task": 1, "active": False, "watermark": now},
         "Watermark": {"source_partition": 3, "watermark": now},
@@ -177,8 +178,9 @@ def test_every_shipped_schema_round_trips() -> None:
         "IdentityWarning": {
             "warning_id": "w",
             "identity": "device_id:k",
-            "crm_ids": ["crm_id:1", "crm_id:2"],
-            "event_ids": ["e1", "e2"],
+            "crm_id": "crm_id:1",
+            "event_id": "e1",
+            "occurred_at": now,
         },
         "Pivot": {
             "journey_id": "j",
