@@ -18,7 +18,7 @@ PIVOTS = "pivots"
 DROPOFFS = "dropoffs"
 FOLLOWUPS = "followups"
 
-ALL = (
+ALL: tuple[str, ...] = (
     TOUCHPOINTS,
     IDENTITY,
     RESOLVED,
@@ -31,5 +31,5 @@ ALL = (
     DROPOFFS,
     FOLLOWUPS,
 )
-SINK_INPUTS = (STITCHED, DEAD_LETTERS, JOURNEYS, IDENTITY_WARNINGS, MERGES)
+SINK_INPUTS: tuple[str, ...] = (STITCHED, DEAD_LETTERS, JOURNEYS, IDENTITY_WARNINGS, MERGES)
 """What the ClickHouse sink consumes; end-of-run markers reach every partition of these."""

@@ -77,7 +77,7 @@ def _wire(app: faust.App, settings: Settings) -> None:
         _agent(app, stage, outbox.topic(stage.input_topic))
 
 
-def _json() -> faust.Schema:
+def _json() -> Any:
     return faust.Schema(key_serializer="json", value_serializer="json")
 
 

@@ -15,8 +15,8 @@ import base64
 import json
 import logging
 import time
-from dataclasses import asdict
 from collections.abc import MutableMapping
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
