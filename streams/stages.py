@@ -385,7 +385,7 @@ class JourneyStage(Stage):
         await super().finish(run_id, partition, watermark)
 
     def downstream(self) -> tuple[str, ...]:
-        return topics.SINK_INPUTS
+        return tuple(str(name) for name in topics.SINK_INPUTS)
 
     async def publish(self, outputs: Outputs) -> None:
         for summary in outputs.journeys:
