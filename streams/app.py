@@ -68,10 +68,13 @@ def _wire(app: faust.App, settings: Settings) -> None:
     outbox = Outbox(app, settings, codec)
     nodes = app.Table("identity-graph", default=None, schema=_json())
     profiles = app.Table("profiles", default=None, schema=_json())
+    # Each stage's end-of-run bookkeeping, keyed "stage:partition", so a worker that takes a
+    # partition over in a rebalance carries on where the last owner stopped.
+    control = app.Table("control", default=None, schema=_json())
     stages = (
-        IngestStage(settings, codec, outbox),
-        IdentityStage(settings, codec, outbox, nodes),
-        JourneyStage(settings, codec, outbox, profiles),
+        IngestStage(settings, codec, outbox, control),
+        IdentityStage(settings, codec, outbox, control, nodes),
+        JourneyStage(settings, codec, outbox, control, profiles),
     )
     for stage in stages:
         _agent(app, stage, outbox.topic(stage.input_topic))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class Watermarks:
@@ -89,6 +90,38 @@ class EndOfRun:
         self.active = False
         self.runs: dict[str, _Run] = {}
         self.inputs_done: dict[str, set[int]] = {}
+
+    def to_json(self) -> dict[str, Any]:
+        """What survives a rebalance (``active`` does not: a new owner assumes activity)."""
+        return {
+            "inputs_done": {run: sorted(seen) for run, seen in self.inputs_done.items()},
+            "runs": {
+                run_id: {
+                    "started": run.started,
+                    "round": run.round,
+                    "votes": [
+                        [r, t, a] for r, ballot in run.votes.items() for t, a in ballot.items()
+                    ],
+                    "watermark": run.watermark,
+                    "done": run.done,
+                }
+                for run_id, run in self.runs.items()
+            },
+        }
+
+    @classmethod
+    def from_json(cls, task: int, tasks: int, data: dict[str, Any], *, active: bool) -> EndOfRun:
+        end = cls(task, tasks)
+        end.active = active
+        end.inputs_done = {run: set(seen) for run, seen in data["inputs_done"].items()}
+        for run_id, run in data["runs"].items():
+            votes: dict[int, dict[int, bool]] = {}
+            for r, t, a in run["votes"]:
+                votes.setdefault(r, {})[t] = a
+            end.runs[run_id] = _Run(
+                run["started"], run["round"], votes, run["watermark"], run["done"]
+            )
+        return end
 
     def touched(self) -> None:
         """This task sent or changed something: the current round is not a quiet one."""

@@ -34,6 +34,9 @@ from parcours.streams.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
+Table = MutableMapping[str, dict[str, Any]]
+"""A faust table in the worker (JSON values, changelogged); any dict in tests."""
+
 WATERMARK_EVERY_MS = 1000
 """How often (wall clock) a task tells the next stage how far its event time has got."""
 
@@ -64,18 +67,41 @@ class Stage:
     upstream_topic: str
     """Whose tasks feed this one: each sends its watermark and end-of-run marker to every task."""
 
-    def __init__(self, settings: Settings, codec: Codec, outbox: Outbox) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        codec: Codec,
+        outbox: Outbox,
+        control: Table,
+    ) -> None:
         self.settings = settings
         self.codec = codec
         self.out = outbox
-        self.ends: dict[int, EndOfRun] = {}
+        self.control = control
+        # Whether a task did anything since its last end-of-run announcement. A task this process
+        # has not seen yet (new, or taken over in a rebalance) is assumed busy: an extra round,
+        # never a premature end.
+        self.active: dict[int, bool] = {}
         self.clocks: dict[int, Watermarks] = {}
         self.last_watermark_sent: dict[int, int] = {}
 
+    def touched(self, partition: int) -> None:
+        self.active[partition] = True
+
     def end_of_run(self, partition: int) -> EndOfRun:
-        if partition not in self.ends:
-            self.ends[partition] = EndOfRun(partition, self.out.partitions(self.input_topic))
-        return self.ends[partition]
+        """This task's end-of-run bookkeeping, from the changelogged ``control`` table."""
+        tasks = self.out.partitions(self.input_topic)
+        data = self.control.get(f"{self.name}:{partition}")
+        active = self.active.get(partition, True)
+        if data is None:
+            end = EndOfRun(partition, tasks)
+            end.active = active
+            return end
+        return EndOfRun.from_json(partition, tasks, data, active=active)
+
+    def keep(self, partition: int, end: EndOfRun) -> None:
+        self.active[partition] = end.active
+        self.control[f"{self.name}:{partition}"] = end.to_json()
 
     def clock(self, partition: int) -> Watermarks:
         if partition not in self.clocks:
@@ -107,15 +133,18 @@ class Stage:
             )
             await self.pass_watermark(source.partition)
         elif kind == "Marker":
-            announce = self.end_of_run(source.partition).input_done(
+            end = self.end_of_run(source.partition)
+            announce = end.input_done(
                 record["run_id"],
                 record["source_partition"],
                 record["source_partitions"],
                 epoch_ms(record["watermark"]),
             )
+            self.keep(source.partition, end)
             await self.announce(announce)
         elif kind == "RunRound":
-            verdict = self.end_of_run(source.partition).vote(
+            end = self.end_of_run(source.partition)
+            verdict = end.vote(
                 Announce(
                     record["run_id"],
                     record["round"],
@@ -124,6 +153,7 @@ class Stage:
                     epoch_ms(record["watermark"]),
                 )
             )
+            self.keep(source.partition, end)
             if isinstance(verdict, Announce):
                 await self.announce(verdict)
             elif verdict:
@@ -187,8 +217,8 @@ class IngestStage(Stage):
     output_topic = topics.IDENTITY
     upstream_topic = topics.TOUCHPOINTS
 
-    def __init__(self, settings: Settings, codec: Codec, outbox: Outbox) -> None:
-        super().__init__(settings, codec, outbox)
+    def __init__(self, settings: Settings, codec: Codec, outbox: Outbox, control: Table) -> None:
+        super().__init__(settings, codec, outbox, control)
         self.ingest = Ingest(codec)
 
     async def handle(self, value: bytes, source: Source) -> None:
@@ -225,9 +255,10 @@ class IdentityStage(Stage):
         settings: Settings,
         codec: Codec,
         outbox: Outbox,
-        nodes: MutableMapping[str, dict[str, Any]],
+        control: Table,
+        nodes: Table,
     ) -> None:
-        super().__init__(settings, codec, outbox)
+        super().__init__(settings, codec, outbox, control)
         self.graph = IdentityGraph(nodes)
 
     async def on_record(
@@ -255,7 +286,7 @@ class IdentityStage(Stage):
 
     async def publish(self, effects: Any, source: Source) -> None:
         if effects.changed:
-            self.end_of_run(source.partition).touched()
+            self.touched(source.partition)
         for link in effects.links:
             record = asdict(link)
             await self.out.send(self.input_topic, "IdentityLink", record, key=link.target)
@@ -289,9 +320,10 @@ class JourneyStage(Stage):
         settings: Settings,
         codec: Codec,
         outbox: Outbox,
-        profiles: MutableMapping[str, dict[str, Any]],
+        control: Table,
+        profiles: Table,
     ) -> None:
-        super().__init__(settings, codec, outbox)
+        super().__init__(settings, codec, outbox, control)
         self.profiles = profiles
         self.core = JourneyCore(rules_of(settings))
 
@@ -321,7 +353,7 @@ class JourneyStage(Stage):
     async def on_touchpoint(self, record: dict[str, Any], raw: bytes, source: Source) -> None:
         state = self.load(record["profile_id"])
         if state.merged_into:
-            self.end_of_run(source.partition).touched()
+            self.touched(source.partition)
             forwarded = record | {"profile_id": state.merged_into}
             await self.out.send(
                 self.input_topic, "ResolvedTouchpoint", forwarded, key=state.merged_into
@@ -345,7 +377,7 @@ class JourneyStage(Stage):
             return
         state.merged_into = survivor
         if state.events:
-            self.end_of_run(source.partition).touched()
+            self.touched(source.partition)
             record = {
                 "loser": loser,
                 "survivor": survivor,
@@ -359,7 +391,7 @@ class JourneyStage(Stage):
     async def on_transfer(self, survivor: str, loser: ProfileState, source: Source) -> None:
         state = self.load(survivor)
         if state.merged_into:
-            self.end_of_run(source.partition).touched()
+            self.touched(source.partition)
             record = {
                 "loser": loser.profile_id,
                 "survivor": state.merged_into,
