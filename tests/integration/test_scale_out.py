@@ -1,0 +1,146 @@
+"""The same day gives the same journeys at any partitioning, and survives a worker's SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from parcours.deploy.generate import generate, write_jsonl
+from parcours.deploy.replay import ReplayResult, replay
+from parcours.deploy.stack import embedded_stack
+from parcours.schemas.settings import load_settings
+from parcours.sinks.backend import Backend
+from parcours.sinks.client import open_reader
+
+from tests.integration.conftest import eventually, query
+
+pytestmark = pytest.mark.integration
+
+EVENTS = 3000
+
+SNAPSHOT = {
+    "touchpoints": "SELECT event_id, profile_id, journey_id, late FROM {db}.touchpoints FINAL "
+    "ORDER BY event_id",
+    "journeys": "SELECT journey_id, profile_id, started_at, last_at, status, channels, "
+    "touchpoints, pivots, sessions FROM {db}.journeys_current ORDER BY journey_id",
+    "warnings": "SELECT identity, crm_id, event_id, occurred_at FROM {db}.identity_warnings FINAL "
+    "ORDER BY identity, crm_id",
+}
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARCOURS_")}
+    return subprocess.run(
+        [sys.executable, "-m", "parcours.deploy.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+
+
+def _cli_snapshot(data_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    snapshot = {}
+    for name, sql in SNAPSHOT.items():
+        done = _cli(
+            "sql", sql.replace("{db}", "parcours"), "--data-dir", str(data_dir), "--format", "json"
+        )
+        assert done.returncode == 0, done.stderr
+        snapshot[name] = [json.loads(line) for line in done.stdout.splitlines()]
+    return snapshot
+
+
+def _cli_replay(day: Path, data_dir: Path, partitions: int, workers: int) -> dict[str, Any]:
+    done = _cli(
+        "replay", str(day), "--data-dir", str(data_dir),
+        "--partitions", str(partitions), "--workers", str(workers),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["accepted"] == EVENTS
+    return summary
+
+
+@pytest.fixture(scope="module")
+def day(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("day") / "day.jsonl"
+    with path.open("w") as handle:
+        write_jsonl(generate(EVENTS, seed=23), handle)
+    return path
+
+
+@pytest.fixture(scope="module")
+def one_by_one(day: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The reference: 1 partition, 1 worker, nothing disturbed."""
+    data_dir = tmp_path_factory.mktemp("p1w1")
+    _cli_replay(day, data_dir, partitions=1, workers=1)
+    return _cli_snapshot(data_dir)
+
+
+def test_the_reference_day_has_merges_warnings_and_cross_channel_journeys(
+    one_by_one: dict[str, Any],
+) -> None:
+    """Guards the comparisons below against comparing two empty results."""
+    assert len(one_by_one["touchpoints"]) == EVENTS
+    assert all(row["journey_id"] for row in one_by_one["touchpoints"])
+    assert len({row["profile_id"] for row in one_by_one["touchpoints"]}) > 100
+    assert any(len(j["channels"]) >= 2 for j in one_by_one["journeys"])
+    assert len(one_by_one["warnings"]) >= 2
+
+
+def test_four_partitions_and_two_workers_give_identical_results(
+    day: Path, one_by_one: dict[str, Any], tmp_path: Path
+) -> None:
+    _cli_replay(day, tmp_path / "p4w2", partitions=4, workers=2)
+    four_by_two = _cli_snapshot(tmp_path / "p4w2")
+    for table in SNAPSHOT:
+        assert four_by_two[table] == one_by_one[table], f"{table} differ"
+
+
+def _snapshot(reader: Backend) -> dict[str, list[dict[str, Any]]]:
+    return {name: query(reader, sql) for name, sql in SNAPSHOT.items()}
+
+
+def test_a_worker_killed_mid_replay_changes_nothing(
+    day: Path, one_by_one: dict[str, Any], tmp_path: Path
+) -> None:
+    run = uuid.uuid4().hex[:6]
+    settings = load_settings(
+        data_dir=tmp_path, partitions=4, workers=2, topic_prefix=f"kill{run}.", app_id=f"kill{run}"
+    )
+    with embedded_stack(settings) as stack:
+        reader = open_reader(stack.settings)
+        results: list[ReplayResult | BaseException] = []
+
+        def run_replay() -> None:
+            try:
+                results.append(
+                    replay(stack.settings, day, reader=reader, check=stack.check, timeout=300)
+                )
+            except BaseException as exc:  # handed to the test thread
+                results.append(exc)
+
+        thread = threading.Thread(target=run_replay)
+        thread.start()
+        eventually(
+            lambda: query(reader, "SELECT count() AS n FROM {db}.touchpoints")[0]["n"],
+            lambda n: n >= EVENTS // 10 or not thread.is_alive(),
+            timeout=120,
+        )
+        victim = stack.workers[1]
+        os.kill(victim.pid, signal.SIGKILL)
+        assert thread.is_alive(), "the replay finished before the kill: the test proves nothing"
+        thread.join(timeout=300)
+        assert results and isinstance(results[0], ReplayResult), results
+        assert not victim.alive() and stack.workers[0].alive()
+        survived = _snapshot(reader)
+    for table in SNAPSHOT:
+        assert survived[table] == one_by_one[table], f"{table} differ"

@@ -1,0 +1,222 @@
+"""Identity resolution and journey stitching through the real pipeline: the rows analysts see."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from parcours.deploy.replay import replay
+from parcours.deploy.stack import Stack
+from parcours.sinks.backend import Backend
+from parcours.streams.identity import profile_id
+
+from tests.factories import touchpoint
+from tests.integration.conftest import query
+
+pytestmark = pytest.mark.integration
+
+
+def _replay(stack: Stack, reader: Backend, tmp_path: Path, events: list[dict[str, Any]]) -> None:
+    path = tmp_path / "scenario.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    result = replay(stack.settings, path, reader=reader, timeout=120)
+    assert (result.accepted, result.rejected) == (len(events), 0)
+
+
+def _placed(reader: Backend, tag: str) -> dict[str, dict[str, Any]]:
+    rows = query(
+        reader,
+        "SELECT event_id, profile_id, journey_id FROM {db}.touchpoints FINAL "
+        f"WHERE event_id LIKE '{tag}-%' ORDER BY event_id",
+    )
+    return {row.pop("event_id"): row for row in rows}
+
+
+def _journeys(reader: Backend, profile: str) -> list[dict[str, Any]]:
+    return query(
+        reader,
+        "SELECT journey_id, status, channels, touchpoints, pivots FROM {db}.journeys_current "
+        f"WHERE profile_id = '{profile}' ORDER BY started_at",
+    )
+
+
+def _at(minute: int) -> str:
+    return f"2026-11-24T09:{minute:02d}:00+00:00"
+
+
+def test_anonymous_web_then_login_then_store_purchase_is_one_profile_and_one_journey(
+    stack: Stack, reader: Backend, tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    cookie, crm, card = f"ck-{tag}", f"crm-{tag}", f"loy-{tag}"
+    order = {"order_id": f"o-{tag}", "value": 59.0, "currency": "EUR"}
+    _replay(
+        stack,
+        reader,
+        tmp_path,
+        [
+            touchpoint(
+                event_id=f"{tag}-1", occurred_at=_at(0), identities={"anonymous_id": cookie}
+            ),
+            touchpoint(
+                event_id=f"{tag}-2",
+                occurred_at=_at(2),
+                action="product_view",
+                identities={"anonymous_id": cookie},
+            ),
+            touchpoint(
+                event_id=f"{tag}-3",
+                occurred_at=_at(5),
+                action="identify",
+                identities={"anonymous_id": cookie, "crm_id": crm},
+            ),
+            touchpoint(
+                event_id=f"{tag}-4",
+                occurred_at=_at(50),
+                channel="store",
+                action="purchase",
+                identities={"loyalty_id": card, "crm_id": crm},
+                order=order,
+            ),
+        ],
+    )
+    customer = profile_id(f"crm_id:{crm}")
+    placed = _placed(reader, tag)
+    assert {row["profile_id"] for row in placed.values()} == {customer}
+    assert len({row["journey_id"] for row in placed.values()}) == 1
+    assert _journeys(reader, customer) == [
+        {
+            "journey_id": placed[f"{tag}-1"]["journey_id"],
+            "status": "converted",
+            "channels": ["web", "store"],
+            "touchpoints": 4,
+            "pivots": 1,
+        }
+    ]
+
+
+def test_a_shared_kiosk_keeps_two_crm_ids_apart_and_warns(
+    stack: Stack, reader: Backend, tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    kiosk, alice, bob = f"kiosk-{tag}", f"crm-a-{tag}", f"crm-b-{tag}"
+    _replay(
+        stack,
+        reader,
+        tmp_path,
+        [
+            touchpoint(
+                event_id=f"{tag}-1",
+                occurred_at=_at(0),
+                channel="kiosk",
+                action="identify",
+                identities={"device_id": kiosk, "crm_id": alice},
+            ),
+            touchpoint(
+                event_id=f"{tag}-2",
+                occurred_at=_at(9),
+                channel="kiosk",
+                action="identify",
+                identities={"device_id": kiosk, "crm_id": bob},
+            ),
+        ],
+    )
+    placed = _placed(reader, tag)
+    assert placed[f"{tag}-1"]["profile_id"] == profile_id(f"crm_id:{alice}")
+    assert placed[f"{tag}-2"]["profile_id"] == profile_id(f"crm_id:{bob}")
+    warnings = query(
+        reader,
+        "SELECT identity, crm_id, event_id FROM {db}.identity_warnings FINAL "
+        f"WHERE identity = 'device_id:{kiosk}' ORDER BY crm_id",
+    )
+    assert warnings == [
+        {"identity": f"device_id:{kiosk}", "crm_id": f"crm_id:{alice}", "event_id": f"{tag}-1"},
+        {"identity": f"device_id:{kiosk}", "crm_id": f"crm_id:{bob}", "event_id": f"{tag}-2"},
+    ]
+
+
+def test_a_placeholder_id_links_nothing(stack: Stack, reader: Backend, tmp_path: Path) -> None:
+    tag = uuid.uuid4().hex[:8]
+    _replay(
+        stack,
+        reader,
+        tmp_path,
+        [
+            touchpoint(
+                event_id=f"{tag}-{n}",
+                occurred_at=_at(n),
+                channel="mobile_app",
+                identities={"anonymous_id": "undefined", "crm_id": f"crm-{n}-{tag}"},
+            )
+            for n in range(3)
+        ],
+    )
+    placed = _placed(reader, tag)
+    assert [row["profile_id"] for row in placed.values()] == [
+        profile_id(f"crm_id:crm-{n}-{tag}") for n in range(3)
+    ]
+    merged = query(
+        reader,
+        "SELECT count() AS n FROM {db}.profile_merges "
+        f"WHERE survivor IN ({', '.join(repr(r['profile_id']) for r in placed.values())})",
+    )
+    assert merged == [{"n": 0}]
+
+
+def test_two_known_profiles_merged_by_a_later_event_show_one_history(
+    stack: Stack, reader: Backend, tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    card, email = f"loy-{tag}", uuid.uuid4().hex + uuid.uuid4().hex
+    _replay(
+        stack,
+        reader,
+        tmp_path,
+        [
+            touchpoint(
+                event_id=f"{tag}-1",
+                occurred_at=_at(0),
+                channel="store",
+                action="store_visit",
+                identities={"loyalty_id": card},
+            ),
+            touchpoint(
+                event_id=f"{tag}-2",
+                occurred_at=_at(3),
+                channel="email",
+                action="message_clicked",
+                identities={"email_sha256": email},
+            ),
+        ],
+    )
+    before = _placed(reader, tag)
+    assert before[f"{tag}-2"]["profile_id"] == profile_id(f"email_sha256:{email}")
+    _replay(
+        stack,
+        reader,
+        tmp_path,
+        [
+            touchpoint(
+                event_id=f"{tag}-3",
+                occurred_at=_at(20),
+                channel="store",
+                action="identify",
+                identities={"loyalty_id": card, "email_sha256": email},
+            )
+        ],
+    )
+    survivor, loser = profile_id(f"loyalty_id:{card}"), profile_id(f"email_sha256:{email}")
+    placed = _placed(reader, tag)
+    assert {row["profile_id"] for row in placed.values()} == {survivor}
+    assert len({row["journey_id"] for row in placed.values()}) == 1
+    assert [(j["channels"], j["touchpoints"]) for j in _journeys(reader, survivor)] == [
+        (["store", "email"], 3)
+    ]
+    assert _journeys(reader, loser) == []
+    merges = query(
+        reader, f"SELECT survivor FROM {{db}}.profile_merges FINAL WHERE loser = '{loser}'"
+    )
+    assert merges == [{"survivor": survivor}]
