@@ -10,7 +10,7 @@ the last publication is returned as outputs; the faust agent publishes them. No 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 PURCHASE = "purchase"
@@ -89,6 +89,7 @@ def journey_id(first_event_id: str) -> str:
 class _Open:
     first: EventFacts
     last_at: int
+    journey_id: str = ""
     channels: list[str] = field(default_factory=list)
     touchpoints: int = 0
     pivots: int = 0
@@ -112,7 +113,7 @@ class _Open:
 
     def close(self, profile: str, status: str) -> JourneySummary:
         return JourneySummary(
-            journey_id=journey_id(self.first.event_id),
+            journey_id=self.journey_id,
             profile_id=profile,
             started_at=self.first.occurred_at,
             last_at=self.last_at,
@@ -137,9 +138,9 @@ def stitch(
             journeys.append(current.close(profile, "expired"))
             current = None
         if current is None:
-            current = _Open(first=event, last_at=event.occurred_at)
+            current = _Open(event, event.occurred_at, journey_id(event.event_id))
         current.take(event, rules)
-        placed[event.event_id] = journey_id(current.first.event_id)
+        placed[event.event_id] = current.journey_id
         if event.action == PURCHASE:
             journeys.append(current.close(profile, "converted"))
             current = None
@@ -196,7 +197,7 @@ class JourneyCore:
         if event.event_id in state.events:
             return Outputs()
         late = self.is_late(event.occurred_at, watermark)
-        state.events[event.event_id] = EventFacts(**(asdict(event) | {"late": late}))
+        state.events[event.event_id] = replace(event, late=late)
         return self._restitch(state, watermark)
 
     def absorb(self, state: ProfileState, loser: ProfileState, watermark: int | None) -> Outputs:
@@ -220,7 +221,7 @@ class JourneyCore:
             state.profile_id, list(state.events.values()), watermark, self.rules
         )
         current = {j.journey_id: j for j in journeys}
-        changed = [j for j in journeys if _unversioned(state.published.get(j.journey_id)) != j]
+        changed = [j for j in journeys if not _same(state.published.get(j.journey_id), j)]
         gone = [j for jid, j in state.published.items() if jid not in current]
         moved = [eid for eid, jid in placed.items() if state.placed.get(eid) != jid]
         if not (changed or moved or any(j.status != "superseded" for j in gone)):
@@ -246,18 +247,27 @@ class JourneyCore:
         return out
 
 
-def _unversioned(summary: JourneySummary | None) -> JourneySummary | None:
-    if summary is None:
-        return None
-    return JourneySummary(**(asdict(summary) | {"version": 0, "channels": summary.channels}))
+def _same(published: JourneySummary | None, fresh: JourneySummary) -> bool:
+    """Equal but for the version (the hot path: no copies)."""
+    return published is not None and (
+        published.status == fresh.status
+        and published.last_at == fresh.last_at
+        and published.touchpoints == fresh.touchpoints
+        and published.started_at == fresh.started_at
+        and published.profile_id == fresh.profile_id
+        and published.channels == fresh.channels
+        and published.pivots == fresh.pivots
+        and published.sessions == fresh.sessions
+        and published.late_touchpoints == fresh.late_touchpoints
+    )
 
 
 def _versioned(
     summary: JourneySummary, version: int, *, status: str | None = None, profile: str | None = None
 ) -> JourneySummary:
-    changes: dict[str, Any] = {"version": version, "channels": summary.channels}
-    if status is not None:
-        changes["status"] = status
-    if profile is not None:
-        changes["profile_id"] = profile
-    return JourneySummary(**(asdict(summary) | changes))
+    return replace(
+        summary,
+        version=version,
+        status=status or summary.status,
+        profile_id=profile or summary.profile_id,
+    )
