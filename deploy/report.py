@@ -1,4 +1,4 @@
-"""The demo's report: what arrived, from which channels, and what was dead-lettered."""
+"""The demo's report: customers and journeys, channels, actions, dead letters."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from rich.table import Table
 
 
 def _table(title: str, rows: list[dict[str, object]]) -> Table:
+    if len(rows) == 1 and len(rows[0]) > 4:
+        # One wide row reads better as a list of figures than as a table narrower than a terminal.
+        rows = [{"figure": k.replace("_", " "), "value": v} for k, v in rows[0].items()]
     table = Table(title=title, title_justify="left")
     for column in rows[0] if rows else ["(no rows)"]:
         table.add_column(
@@ -20,6 +23,26 @@ def _table(title: str, rows: list[dict[str, object]]) -> Table:
 
 
 SECTIONS = (
+    (
+        "Customers and journeys",
+        "SELECT "
+        "(SELECT uniqExact(profile_id) FROM {db}.touchpoints FINAL) AS profiles, "
+        "(SELECT uniqExact(loser) FROM {db}.profile_merges) AS merges, "
+        "(SELECT uniqExact(identity) FROM {db}.identity_warnings) AS shared_identities, "
+        "count() AS journeys, "
+        "countIf(length(channels) >= 2) AS cross_channel_journeys, "
+        "countIf(status = 'converted') AS converted, "
+        "round(countIf(status = 'converted') / greatest(count(), 1), 3) AS conversion_rate, "
+        "sum(late_touchpoints) AS late_touchpoints "
+        "FROM {db}.journeys_current",
+    ),
+    (
+        "Journeys by number of channels",
+        "SELECT length(channels) AS channels, count() AS journeys, "
+        "countIf(status = 'converted') AS converted, round(avg(touchpoints), 1) AS avg_touchpoints, "
+        "round(avg(pivots), 2) AS avg_pivots "
+        "FROM {db}.journeys_current GROUP BY channels ORDER BY channels",
+    ),
     (
         "Touchpoints by channel",
         "SELECT channel, count() AS touchpoints, uniqExact(routing_key) AS identities, "
