@@ -102,5 +102,10 @@ def run_worker(settings: Settings) -> None:
     from faust.worker import Worker
 
     app = create_app(settings)
+    # Their debug calls on every send are costly even when no handler prints them.
+    for noisy in ("aiokafka", "faust", "mode"):
+        logging.getLogger(noisy).setLevel(
+            max(logging.WARNING, logging.getLevelName(settings.log_level))
+        )
     level = settings.log_level.lower().replace("warning", "warn")
     Worker(app, loglevel=level, quiet=True).execute_from_commandline()

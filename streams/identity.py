@@ -50,6 +50,15 @@ def usable_identities(identities: dict[str, str], event_id: str) -> list[str]:
     return keys or [f"event:{event_id}"]
 
 
+def _first_between(node: Node, other: str, occurred_at: int, event_id: str) -> bool:
+    """Record a link to ``other``; True if it is their first, or earlier than any before."""
+    known = node.neighbours.get(other)
+    if known is not None and known <= (occurred_at, event_id):
+        return False
+    node.neighbours[other] = (occurred_at, event_id)
+    return True
+
+
 def _crm_of(label: str) -> str | None:
     return label if label.startswith(CRM + ":") else None
 
@@ -57,7 +66,10 @@ def _crm_of(label: str) -> str | None:
 @dataclass
 class Node:
     label: str
-    neighbours: list[str] = field(default_factory=list)
+    # neighbour → earliest (occurred_at, event_id) of a link between the two: a later event
+    # carrying the same pair need not travel (the label would spread anyway), an earlier one must
+    # (a crm id's first claim on a shared identity is what warnings report).
+    neighbours: dict[str, tuple[int, str]] = field(default_factory=dict)
     # crm id → its earliest (occurred_at, event_id) claim on this node. Which crm a shared node
     # joined depends on arrival order; the set of claimants and their first claims does not.
     claims: dict[str, tuple[int, str]] = field(default_factory=dict)
@@ -72,12 +84,14 @@ class Node:
 
     def to_json(self) -> dict[str, Any]:
         claims = {crm: list(first) for crm, first in self.claims.items()}
-        return {"label": self.label, "neighbours": self.neighbours, "claims": claims}
+        neighbours = {key: list(first) for key, first in self.neighbours.items()}
+        return {"label": self.label, "neighbours": neighbours, "claims": claims}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Node:
         claims = {crm: (int(at), str(eid)) for crm, (at, eid) in data.get("claims", {}).items()}
-        return cls(data["label"], list(data["neighbours"]), claims)
+        neighbours = {k: (int(at), str(eid)) for k, (at, eid) in data["neighbours"].items()}
+        return cls(data["label"], neighbours, claims)
 
 
 @dataclass(frozen=True)
@@ -146,10 +160,11 @@ class IdentityGraph:
         home = self._node(home_key)
         effects = Effects()
         for other in others:
-            if other not in home.neighbours:
-                home.neighbours.append(other)
+            if not _first_between(home, other, occurred_at, event_id):
+                continue
             effects.links.append(Link(other, home_key, home.label, event_id, occurred_at))
-        self._save(home_key, home)
+        if effects.links:
+            self._save(home_key, home)
         return home.label, effects
 
     def receive(self, link: Link) -> Effects:
@@ -161,8 +176,7 @@ class IdentityGraph:
         if mine and theirs and mine != theirs:
             self._save(link.target, node)
             return effects
-        if link.sender not in node.neighbours:
-            node.neighbours.append(link.sender)
+        _first_between(node, link.sender, link.occurred_at, link.event_id)
         if label_order(link.label) < label_order(node.label):
             effects.merges.append(
                 Merge(profile_id(node.label), profile_id(link.label), link.target)
