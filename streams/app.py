@@ -15,7 +15,13 @@ from parcours.schemas.producer import codec_for
 from parcours.schemas.records import Source
 from parcours.schemas.settings import Settings
 from parcours.streams.outbox import Outbox
-from parcours.streams.stages import IdentityStage, IngestStage, JourneyStage, Stage
+from parcours.streams.stages import (
+    WATERMARK_EVERY_MS,
+    IdentityStage,
+    IngestStage,
+    JourneyStage,
+    Stage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +84,9 @@ def _wire(app: faust.App, settings: Settings) -> None:
     )
     for stage in stages:
         _agent(app, stage, outbox.topic(stage.input_topic))
+    identity = stages[1]
+    assert isinstance(identity, IdentityStage)
+    app.timer(interval=WATERMARK_EVERY_MS / 1000)(identity.tick)
 
 
 def _json() -> Any:

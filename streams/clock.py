@@ -2,7 +2,8 @@
 
 A stage's watermark is the minimum of its inputs' watermarks, as in Flink, so no result depends on
 which partition ran ahead. In live mode an input that has been silent for ``idle_ms`` of wall
-clock stops holding time back: it counts as the wall clock minus the allowed lateness.
+clock stops holding time back: it is left out of the minimum (Flink's idleness); when every input
+is silent, time follows the wall clock minus the allowed lateness.
 
 A replay ends with markers. A stage whose tasks talk to each other (identity links, profile
 transfers) cannot finish when its inputs have: messages between its tasks may still be in flight.
@@ -36,6 +37,7 @@ class Watermarks:
         self.marks: dict[int, int] = {}
         self.heard: dict[int, int] = {}
         self.floor: int | None = None
+        self.created = wall_ms()
 
     def observe(self, source: int, watermark: int) -> None:
         self.marks[source] = max(watermark, self.marks.get(source, watermark))
@@ -48,16 +50,19 @@ class Watermarks:
 
     def current(self) -> int | None:
         now = self.wall_ms()
-        marks = []
-        for source in range(self.inputs):
-            mark = self.marks.get(source)
-            if now - self.heard.get(source, now) >= self.idle_ms:
-                mark = max(mark or 0, now - self.lateness_ms)
-            if mark is None:
-                return self.floor
-            marks.append(mark)
-        # Never moves back, even if an idle input wakes up behind the wall clock.
-        self.floor = max(min(marks), self.floor or min(marks))
+        active = [
+            source
+            for source in range(self.inputs)
+            if now - self.heard.get(source, self.created) < self.idle_ms
+        ]
+        if any(source not in self.marks for source in active):
+            return self.floor  # an input that is still talking has not said where it is yet
+        if active:
+            candidate = min(self.marks[source] for source in active)
+        else:
+            candidate = now - self.lateness_ms  # everyone is silent: time goes on regardless
+        # Never moves back, even if an idle input wakes up behind the others.
+        self.floor = candidate if self.floor is None else max(self.floor, candidate)
         return self.floor
 
 

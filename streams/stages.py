@@ -39,6 +39,8 @@ Table = MutableMapping[str, dict[str, Any]]
 
 WATERMARK_EVERY_MS = 1000
 """How often (wall clock) a task tells the next stage how far its event time has got."""
+EXPIRY_SCAN_EVERY_MS = 10_000
+"""How often (wall clock, live mode) the journey stage looks for journeys its watermark expired."""
 
 
 def wall_ms() -> int:
@@ -309,6 +311,12 @@ class IdentityStage(Stage):
     def downstream(self) -> tuple[str, ...]:
         return (topics.RESOLVED,)
 
+    async def tick(self) -> None:
+        """Wall-clock heartbeat: when every input is silent no watermark record comes in, yet
+        time must go on (idle inputs count as the wall clock minus the allowed lateness)."""
+        for partition in list(self.clocks):
+            await self.pass_watermark(partition)
+
 
 class JourneyStage(Stage):
     input_topic = topics.RESOLVED
@@ -336,6 +344,24 @@ class JourneyStage(Stage):
 
     async def pass_watermark(self, partition: int) -> None:
         """The journey stage is the last one: its watermark drives expiry instead of moving on."""
+        now = wall_ms()
+        if now - self.last_watermark_sent.get(partition, 0) < EXPIRY_SCAN_EVERY_MS:
+            return
+        self.last_watermark_sent[partition] = now
+        await self.expire(partition, self.clock(partition).current())
+
+    async def expire(self, partition: int, watermark: int | None) -> None:
+        """Re-stitch this partition's profiles at ``watermark``: idle open journeys expire."""
+        if watermark is None:
+            return
+        for key, data in list(self.profiles.items()):
+            if data.get("partition") != partition or data.get("merged_into"):
+                continue
+            state = ProfileState.from_json(data)
+            outputs = self.core.advance(state, watermark)
+            if outputs.journeys or outputs.assignments:
+                await self.publish(outputs)
+                self.profiles[key] = state.to_json() | {"partition": partition}
 
     async def on_record(
         self, kind: str, record: dict[str, Any], raw: bytes, source: Source
@@ -405,15 +431,7 @@ class JourneyStage(Stage):
 
     async def finish(self, run_id: str, partition: int, watermark: int | None) -> None:
         self.clock(partition).finish(watermark or 0)
-        current = self.clock(partition).current()
-        for key, data in list(self.profiles.items()):
-            if data.get("partition") != partition or data.get("merged_into"):
-                continue
-            state = ProfileState.from_json(data)
-            outputs = self.core.advance(state, current)
-            if outputs.journeys or outputs.assignments:
-                await self.publish(outputs)
-                self.profiles[key] = state.to_json() | {"partition": partition}
+        await self.expire(partition, self.clock(partition).current())
         await super().finish(run_id, partition, watermark)
 
     def downstream(self) -> tuple[str, ...]:

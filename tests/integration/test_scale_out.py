@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,12 @@ import pytest
 from parcours.deploy.generate import generate, write_jsonl
 from parcours.deploy.replay import ReplayResult, replay
 from parcours.deploy.stack import embedded_stack
+from parcours.schemas.producer import TouchpointProducer
 from parcours.schemas.settings import load_settings
 from parcours.sinks.backend import Backend
 from parcours.sinks.client import open_reader
 
+from tests.factories import touchpoint
 from tests.integration.conftest import eventually, query
 
 pytestmark = pytest.mark.integration
@@ -144,3 +147,31 @@ def test_a_worker_killed_mid_replay_changes_nothing(
         survived = _snapshot(reader)
     for table in SNAPSHOT:
         assert survived[table] == one_by_one[table], f"{table} differ"
+
+
+def test_in_live_mode_silent_inputs_do_not_hold_time_back(tmp_path: Path) -> None:
+    """No replay marker, no more events: the watermark follows the wall clock and expires the journey."""
+    run = uuid.uuid4().hex[:6]
+    settings = load_settings(
+        data_dir=tmp_path,
+        partitions=2,
+        workers=1,
+        topic_prefix=f"live{run}.",
+        app_id=f"live{run}",
+        journey_idle_seconds=60,
+        watermark_idle_seconds=2,
+        allowed_lateness_seconds=60,
+    )
+    five_minutes_ago = datetime.now(UTC) - timedelta(minutes=5)
+    with embedded_stack(settings) as stack:
+        reader = open_reader(stack.settings)
+        with TouchpointProducer(stack.settings) as producer:
+            producer.send(
+                touchpoint(event_id=f"live-{run}", occurred_at=five_minutes_ago.isoformat())
+            )
+        rows = eventually(
+            lambda: query(reader, "SELECT status, touchpoints FROM {db}.journeys_current"),
+            lambda rows: [r["status"] for r in rows] == ["expired"],
+            timeout=90,
+        )
+    assert rows == [{"status": "expired", "touchpoints": 1}]

@@ -44,6 +44,24 @@ def test_an_idle_input_stops_holding_time_back_after_the_idle_period() -> None:
     w.observe(0, 2_000_000)
     assert w.current() == 100
     wall.now += 1
+    assert w.current() == 2_000_000
+
+
+def test_an_input_never_heard_from_is_idle_after_the_idle_period() -> None:
+    wall = Wall()
+    w = marks(2, wall)
+    w.observe(0, 5_000)
+    assert w.current() is None
+    wall.now += 30_000
+    w.observe(0, 5_000)
+    assert w.current() == 5_000
+
+
+def test_when_every_input_is_silent_time_follows_the_wall_clock() -> None:
+    wall = Wall()
+    w = marks(1, wall)
+    w.observe(0, 5_000)
+    wall.now += 30_000
     assert w.current() == wall.now - 600_000
 
 
