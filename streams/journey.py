@@ -87,9 +87,11 @@ def journey_id(first_event_id: str) -> str:
 
 @dataclass
 class _Open:
-    first: EventFacts
+    """The journey being built: what its summary needs, updated one event at a time."""
+
+    journey_id: str
+    started_at: int
     last_at: int
-    journey_id: str = ""
     channels: list[str] = field(default_factory=list)
     touchpoints: int = 0
     pivots: int = 0
@@ -115,7 +117,7 @@ class _Open:
         return JourneySummary(
             journey_id=self.journey_id,
             profile_id=profile,
-            started_at=self.first.occurred_at,
+            started_at=self.started_at,
             last_at=self.last_at,
             status=status,
             channels=tuple(self.channels),
@@ -125,29 +127,63 @@ class _Open:
             late_touchpoints=self.late,
         )
 
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> _Open:
+        return cls(**(data | {"channels": list(data["channels"])}))
+
+
+@dataclass
+class _Stitch:
+    """Journeys cut so far from events taken in ``(occurred_at, event_id)`` order."""
+
+    profile: str
+    rules: Rules
+    closed: list[JourneySummary] = field(default_factory=list)
+    current: _Open | None = None
+    placed: dict[str, str] = field(default_factory=dict)
+
+    def take(self, event: EventFacts) -> None:
+        current = self.current
+        if (
+            current is not None
+            and event.occurred_at - current.last_at >= self.rules.journey_idle_ms
+        ):
+            self.closed.append(current.close(self.profile, "expired"))
+            current = None
+        if current is None:
+            current = _Open(journey_id(event.event_id), event.occurred_at, event.occurred_at)
+        current.take(event, self.rules)
+        self.placed[event.event_id] = current.journey_id
+        if event.action == PURCHASE:
+            self.closed.append(current.close(self.profile, "converted"))
+            current = None
+        self.current = current
+
+    def journeys(self, watermark: int | None) -> list[JourneySummary]:
+        if self.current is None:
+            return self.closed
+        idle = (
+            watermark is not None and watermark - self.current.last_at >= self.rules.journey_idle_ms
+        )
+        return [*self.closed, self.current.close(self.profile, "expired" if idle else "open")]
+
 
 def stitch(
     profile: str, events: list[EventFacts], watermark: int | None, rules: Rules
 ) -> tuple[list[JourneySummary], dict[str, str]]:
     """Cut ``events`` into journeys: a purchase converts one, ``journey_idle`` without events expires it."""
-    journeys: list[JourneySummary] = []
-    placed: dict[str, str] = {}
-    current: _Open | None = None
+    cut = _cut(profile, events, rules)
+    return cut.journeys(watermark), cut.placed
+
+
+def _cut(profile: str, events: list[EventFacts], rules: Rules) -> _Stitch:
+    cut = _Stitch(profile, rules)
     for event in sorted(events, key=lambda e: e.order):
-        if current is not None and event.occurred_at - current.last_at >= rules.journey_idle_ms:
-            journeys.append(current.close(profile, "expired"))
-            current = None
-        if current is None:
-            current = _Open(event, event.occurred_at, journey_id(event.event_id))
-        current.take(event, rules)
-        placed[event.event_id] = current.journey_id
-        if event.action == PURCHASE:
-            journeys.append(current.close(profile, "converted"))
-            current = None
-    if current is not None:
-        idle = watermark is not None and watermark - current.last_at >= rules.journey_idle_ms
-        journeys.append(current.close(profile, "expired" if idle else "open"))
-    return journeys, placed
+        cut.take(event)
+    return cut
 
 
 @dataclass
@@ -160,9 +196,15 @@ class ProfileState:
     placed: dict[str, str] = field(default_factory=dict)
     version: int = 0
     merged_into: str | None = None
+    # The latest event's order and its open journey, so an event that comes after every other
+    # one (the usual case) extends the journey instead of re-stitching the whole profile.
+    last: tuple[int, str] | None = None
+    tail: _Open | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "last": list(self.last) if self.last else None,
+            "tail": self.tail.to_json() if self.tail else None,
             "profile_id": self.profile_id,
             "events": [asdict(e) for e in self.events.values()],
             "published": [j.to_json() for j in self.published.values()],
@@ -182,6 +224,8 @@ class ProfileState:
             placed=dict(data["placed"]),
             version=data["version"],
             merged_into=data["merged_into"],
+            last=(int(data["last"][0]), str(data["last"][1])) if data.get("last") else None,
+            tail=_Open.from_json(data["tail"]) if data.get("tail") else None,
         )
 
 
@@ -197,8 +241,31 @@ class JourneyCore:
         if event.event_id in state.events:
             return Outputs()
         late = self.is_late(event.occurred_at, watermark)
-        state.events[event.event_id] = replace(event, late=late)
+        if late != event.late:
+            event = replace(event, late=late)
+        state.events[event.event_id] = event
+        if state.last is not None and event.order > state.last:
+            return self._append(state, event, watermark)
         return self._restitch(state, watermark)
+
+    def _append(self, state: ProfileState, event: EventFacts, watermark: int | None) -> Outputs:
+        """``event`` comes after all others: only the last journey can change (same result as
+        a full re-stitch, which the property tests check)."""
+        cut = _Stitch(state.profile_id, self.rules, current=state.tail)
+        cut.take(event)
+        state.last, state.tail = event.order, cut.current
+        changed = [
+            j for j in cut.journeys(watermark) if not _same(state.published.get(j.journey_id), j)
+        ]
+        state.version += 1
+        out = Outputs()
+        for summary in changed:
+            out.journeys.append(_versioned(summary, state.version))
+            state.published[summary.journey_id] = out.journeys[-1]
+        journey = cut.placed[event.event_id]
+        out.assignments.append(Assignment(event, state.profile_id, journey, state.version))
+        state.placed[event.event_id] = journey
+        return out
 
     def absorb(self, state: ProfileState, loser: ProfileState, watermark: int | None) -> Outputs:
         """``loser``'s events and journeys now belong to ``state``: stitch them as one history."""
@@ -217,9 +284,10 @@ class JourneyCore:
         return self._restitch(state, watermark)
 
     def _restitch(self, state: ProfileState, watermark: int | None) -> Outputs:
-        journeys, placed = stitch(
-            state.profile_id, list(state.events.values()), watermark, self.rules
-        )
+        cut = _cut(state.profile_id, list(state.events.values()), self.rules)
+        journeys, placed = cut.journeys(watermark), cut.placed
+        state.tail = cut.current
+        state.last = max((e.order for e in state.events.values()), default=None)
         current = {j.journey_id: j for j in journeys}
         changed = [j for j in journeys if not _same(state.published.get(j.journey_id), j)]
         gone = [j for jid, j in state.published.items() if jid not in current]
