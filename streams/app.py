@@ -10,7 +10,9 @@ from typing import Any
 
 import faust
 from faust.types import EventT
+from parcours.schemas import topics
 from parcours.schemas.errors import ConfigError
+from parcours.schemas.kafka import topic_partitions
 from parcours.schemas.producer import codec_for
 from parcours.schemas.records import Source
 from parcours.schemas.settings import Settings
@@ -106,10 +108,23 @@ def _agent(app: faust.App, stage: Stage, topic: Any) -> None:
     app.agent(topic, name=stage.name)(run)
 
 
+def check_copartitioned(settings: Settings) -> None:
+    """Every stage keeps its state next to its input partition: that only holds when all of
+    parcours' topics have the same number of partitions."""
+    counts = {
+        settings.topic(name): topic_partitions(settings, settings.topic(name))
+        for name in topics.ALL
+    }
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"{name}={count}" for name, count in sorted(counts.items()))
+        raise ConfigError(f"parcours topics must all have the same partition count; found {listed}")
+
+
 def run_worker(settings: Settings) -> None:
     """Block running one faust worker process until SIGTERM/SIGINT."""
     from faust.worker import Worker
 
+    check_copartitioned(settings)
     app = create_app(settings)
     # Their debug calls on every send are costly even when no handler prints them.
     for noisy in ("aiokafka", "faust", "mode"):

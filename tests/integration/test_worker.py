@@ -1,0 +1,42 @@
+"""`parcours worker` as an operator starts it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+from parcours.deploy.stack import Stack
+from parcours.schemas import topics
+from parcours.schemas.kafka import client_config
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_worker_refuses_topics_with_different_partition_counts(stack: Stack) -> None:
+    prefix = f"mixed{uuid.uuid4().hex[:6]}."
+    admin = AdminClient(client_config(stack.settings))
+    wanted = [
+        NewTopic(prefix + name, 2 if name == topics.JOURNEYS else 4, 1) for name in topics.ALL
+    ]
+    for future in admin.create_topics(wanted, operation_timeout=10).values():
+        future.result()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARCOURS_")} | {
+        "PARCOURS_KAFKA_BOOTSTRAP": stack.settings.kafka_bootstrap or "",
+        "PARCOURS_TOPIC_PREFIX": prefix,
+        "PARCOURS_DATA_DIR": str(stack.settings.data_dir / "mixed"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "parcours.deploy.cli", "worker"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 1
+    assert "parcours topics must all have the same partition count" in done.stderr
+    assert f"{prefix}journeys=2" in done.stderr
+    assert f"{prefix}touchpoints=4" in done.stderr
