@@ -46,6 +46,7 @@ def touchpoint_row(resolved: dict[str, Any], partition: int, offset: int) -> dic
         "produced_at": ts(resolved["produced_at"]),
         "kafka_partition": partition,
         "kafka_offset": offset,
+        "session_key": resolved.get("session_key") or "",
         "version": resolved.get("version", 0),
         "late": resolved.get("late", False),
     }

@@ -67,12 +67,19 @@ class JourneySummary:
 
 @dataclass(frozen=True)
 class Assignment:
-    """A touchpoint's place: the sink (re)writes its row with this profile and journey."""
+    """A touchpoint's place: the sink (re)writes its row with this profile, journey and session."""
 
     event: EventFacts
     profile_id: str
     journey_id: str
+    session_id: str
+    """``journey_id/n``: the journey's n-th session (30 minutes of silence start the next one)."""
     version: int
+
+
+def _assignment(event: EventFacts, profile: str, place: str, version: int) -> Assignment:
+    journey, _, _ = place.partition("/")
+    return Assignment(event, profile, journey, place, version)
 
 
 @dataclass
@@ -156,7 +163,7 @@ class _Stitch:
         if current is None:
             current = _Open(journey_id(event.event_id), event.occurred_at, event.occurred_at)
         current.take(event, self.rules)
-        self.placed[event.event_id] = current.journey_id
+        self.placed[event.event_id] = f"{current.journey_id}/{current.sessions}"
         if event.action == PURCHASE:
             self.closed.append(current.close(self.profile, "converted"))
             current = None
@@ -193,6 +200,7 @@ class ProfileState:
     profile_id: str
     events: dict[str, EventFacts] = field(default_factory=dict)
     published: dict[str, JourneySummary] = field(default_factory=dict)
+    # event_id → "journey_id/session number": where each touchpoint was last published.
     placed: dict[str, str] = field(default_factory=dict)
     version: int = 0
     merged_into: str | None = None
@@ -262,9 +270,9 @@ class JourneyCore:
         for summary in changed:
             out.journeys.append(_versioned(summary, state.version))
             state.published[summary.journey_id] = out.journeys[-1]
-        journey = cut.placed[event.event_id]
-        out.assignments.append(Assignment(event, state.profile_id, journey, state.version))
-        state.placed[event.event_id] = journey
+        place = cut.placed[event.event_id]
+        out.assignments.append(_assignment(event, state.profile_id, place, state.version))
+        state.placed[event.event_id] = place
         return out
 
     def absorb(self, state: ProfileState, loser: ProfileState, watermark: int | None) -> Outputs:
@@ -307,7 +315,7 @@ class JourneyCore:
                 )
         for eid in sorted(moved, key=lambda e: state.events[e].order):
             out.assignments.append(
-                Assignment(state.events[eid], state.profile_id, placed[eid], state.version)
+                _assignment(state.events[eid], state.profile_id, placed[eid], state.version)
             )
         for summary in out.journeys:
             state.published[summary.journey_id] = summary

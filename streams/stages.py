@@ -447,6 +447,7 @@ class JourneyStage(Stage):
             record |= {
                 "profile_id": assignment.profile_id,
                 "journey_id": assignment.journey_id,
+                "session_key": assignment.session_id,
                 "version": assignment.version,
                 "late": assignment.event.late,
             }

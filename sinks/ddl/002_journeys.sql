@@ -31,6 +31,9 @@ CREATE TABLE IF NOT EXISTS {db}.touchpoints_next
     ingested_at     DateTime64(3, 'UTC') DEFAULT now64(3),
     kafka_partition Int32,
     kafka_offset    Int64,
+    -- journey_id/n: the journey's n-th session (30 minutes without a touchpoint start the next).
+    -- session_id above is the channel's own session, when it sends one.
+    session_key     String,
     -- Grows each time the journey stage places the touchpoint again (merge, late event).
     version         UInt64,
     -- Arrived more than the allowed lateness behind the watermark: stored and counted, no re-fire.
@@ -42,7 +45,7 @@ ORDER BY (toDate(occurred_at), channel, event_id)
 SETTINGS non_replicated_deduplication_window = 1000;
 
 INSERT INTO {db}.touchpoints_next
-SELECT *, 0 AS version, false AS late FROM {db}.touchpoints;
+SELECT *, '' AS session_key, 0 AS version, false AS late FROM {db}.touchpoints;
 
 EXCHANGE TABLES {db}.touchpoints AND {db}.touchpoints_next;
 

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 EVENTS = 3000
 
 SNAPSHOT = {
-    "touchpoints": "SELECT event_id, profile_id, journey_id, late FROM {db}.touchpoints FINAL "
+    "touchpoints": "SELECT event_id, profile_id, journey_id, session_key, late FROM {db}.touchpoints FINAL "
     "ORDER BY event_id",
     "journeys": "SELECT journey_id, profile_id, started_at, last_at, status, channels, "
     "touchpoints, pivots, sessions FROM {db}.journeys_current ORDER BY journey_id",

@@ -87,6 +87,13 @@ def test_anonymous_web_then_login_then_store_purchase_is_one_profile_and_one_jou
     placed = _placed(reader, tag)
     assert {row["profile_id"] for row in placed.values()} == {customer}
     assert len({row["journey_id"] for row in placed.values()}) == 1
+    journey = placed[f"{tag}-1"]["journey_id"]
+    sessions = query(
+        reader,
+        f"SELECT session_key FROM {{db}}.touchpoints FINAL WHERE event_id LIKE '{tag}-%' ORDER BY event_id",
+    )
+    # 45 minutes of silence before the store: a second session in the same journey.
+    assert [r["session_key"] for r in sessions] == [f"{journey}/1"] * 3 + [f"{journey}/2"]
     assert _journeys(reader, customer) == [
         {
             "journey_id": placed[f"{tag}-1"]["journey_id"],

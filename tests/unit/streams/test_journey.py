@@ -29,6 +29,7 @@ class Published:
     def __init__(self) -> None:
         self.journeys: dict[str, JourneySummary] = {}
         self.placed: dict[str, tuple[str, str, int]] = {}
+        self.sessions: dict[str, str] = {}
 
     def take(self, out: Outputs) -> None:
         for j in out.journeys:
@@ -38,6 +39,7 @@ class Published:
             known = self.placed.get(a.event.event_id)
             if known is None or known[2] < a.version:
                 self.placed[a.event.event_id] = (a.profile_id, a.journey_id, a.version)
+                self.sessions[a.event.event_id] = a.session_id
 
     def current(self) -> dict[str, tuple[object, ...]]:
         return {
@@ -55,8 +57,8 @@ class Published:
             if j.status != "superseded"
         }
 
-    def events(self) -> dict[str, tuple[str, str]]:
-        return {eid: (p, j) for eid, (p, j, _) in self.placed.items()}
+    def events(self) -> dict[str, tuple[str, str, str]]:
+        return {eid: (p, j, self.sessions[eid]) for eid, (p, j, _) in self.placed.items()}
 
 
 def feed(events: list[EventFacts], watermark: int | None = None) -> Published:
@@ -88,6 +90,12 @@ def test_the_watermark_expires_an_idle_open_journey() -> None:
 def test_sessions_split_after_thirty_minutes_of_silence() -> None:
     seen = feed([ev(1, 0), ev(2, 30 * MIN - 1), ev(3, 60 * MIN - 1)])
     assert [j[7] for j in seen.current().values()] == [2]
+    journey = journey_id("e001")
+    assert [s for _, _, s in seen.events().values()] == [
+        f"{journey}/1",
+        f"{journey}/1",
+        f"{journey}/2",
+    ]
 
 
 def test_brand_messages_are_neither_a_channel_nor_a_pivot() -> None:
@@ -128,9 +136,10 @@ def test_an_earlier_event_supersedes_the_journey_it_now_starts() -> None:
     seen.take(core.add(state, ev(1, 0), None))
     assert seen.journeys[journey_id("e002")].status == "superseded"
     assert set(seen.current()) == {journey_id("e001")}
+    first = journey_id("e001")
     assert seen.events() == {
-        "e001": ("p-1", journey_id("e001")),
-        "e002": ("p-1", journey_id("e001")),
+        "e001": ("p-1", first, f"{first}/1"),
+        "e002": ("p-1", first, f"{first}/1"),
     }
 
 
