@@ -79,15 +79,14 @@ def _wire(app: faust.App, settings: Settings) -> None:
     # Each stage's end-of-run bookkeeping, keyed "stage:partition", so a worker that takes a
     # partition over in a rebalance carries on where the last owner stopped.
     control = app.Table("control", default=None, schema=_json())
-    stages = (
+    identity = IdentityStage(settings, codec, outbox, control, nodes)
+    stages: tuple[Stage, ...] = (
         IngestStage(settings, codec, outbox, control),
-        IdentityStage(settings, codec, outbox, control, nodes),
+        identity,
         JourneyStage(settings, codec, outbox, control, profiles),
     )
     for stage in stages:
         _agent(app, stage, outbox.topic(stage.input_topic))
-    identity = stages[1]
-    assert isinstance(identity, IdentityStage)
     app.timer(interval=WATERMARK_EVERY_MS / 1000)(identity.tick)
 
 

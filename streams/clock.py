@@ -115,9 +115,14 @@ class EndOfRun:
         }
 
     @classmethod
-    def from_json(cls, task: int, tasks: int, data: dict[str, Any], *, active: bool) -> EndOfRun:
+    def from_json(
+        cls, task: int, tasks: int, data: dict[str, Any] | None, *, active: bool
+    ) -> EndOfRun:
+        """``data`` None: a task with nothing recorded yet."""
         end = cls(task, tasks)
         end.active = active
+        if data is None:
+            return end
         end.inputs_done = {run: set(seen) for run, seen in data["inputs_done"].items()}
         for run_id, run in data["runs"].items():
             votes: dict[int, dict[int, bool]] = {}

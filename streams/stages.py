@@ -26,7 +26,13 @@ from parcours.schemas.errors import SchemaError
 from parcours.schemas.records import Source, dead_letter_record
 from parcours.schemas.settings import Settings
 from parcours.streams.clock import Announce, EndOfRun, Watermarks
-from parcours.streams.identity import IdentityGraph, Link, profile_id, usable_identities
+from parcours.streams.identity import (
+    Effects,
+    IdentityGraph,
+    Link,
+    profile_id,
+    usable_identities,
+)
 from parcours.streams.ingest import DeadLetter, Forward, Ingest
 from parcours.streams.ingest import EndOfRun as RunEnds
 from parcours.streams.journey import EventFacts, JourneyCore, Outputs, ProfileState, Rules
@@ -68,6 +74,7 @@ class Stage:
     output_topic: str
     upstream_topic: str
     """Whose tasks feed this one: each sends its watermark and end-of-run marker to every task."""
+    watermark_every_ms = WATERMARK_EVERY_MS
 
     def __init__(
         self,
@@ -85,7 +92,7 @@ class Stage:
         # never a premature end.
         self.active: dict[int, bool] = {}
         self.clocks: dict[int, Watermarks] = {}
-        self.last_watermark_sent: dict[int, int] = {}
+        self.last_watermark_at: dict[int, int] = {}
 
     def touched(self, partition: int) -> None:
         self.active[partition] = True
@@ -94,12 +101,7 @@ class Stage:
         """This task's end-of-run bookkeeping, from the changelogged ``control`` table."""
         tasks = self.out.partitions(self.input_topic)
         data = self.control.get(f"{self.name}:{partition}")
-        active = self.active.get(partition, True)
-        if data is None:
-            end = EndOfRun(partition, tasks)
-            end.active = active
-            return end
-        return EndOfRun.from_json(partition, tasks, data, active=active)
+        return EndOfRun.from_json(partition, tasks, data, active=self.active.get(partition, True))
 
     def keep(self, partition: int, end: EndOfRun) -> None:
         self.active[partition] = end.active
@@ -146,15 +148,7 @@ class Stage:
             await self.announce(announce)
         elif kind == "RunRound":
             end = self.end_of_run(source.partition)
-            verdict = end.vote(
-                Announce(
-                    record["run_id"],
-                    record["round"],
-                    record["task"],
-                    record["active"],
-                    epoch_ms(record["watermark"]),
-                )
-            )
+            verdict = end.vote(Announce(**(record | {"watermark": epoch_ms(record["watermark"])})))
             self.keep(source.partition, end)
             if isinstance(verdict, Announce):
                 await self.announce(verdict)
@@ -169,31 +163,32 @@ class Stage:
         raise SchemaError(f"a {kind} record does not belong on {source.topic}")
 
     async def announce(self, announce: Announce | None) -> None:
-        if announce is None:
-            return
-        record = {
-            "run_id": announce.run_id,
-            "round": announce.round,
-            "task": announce.task,
-            "active": announce.active,
-            "watermark": announce.watermark,
-        }
-        await self.out.everywhere(self.input_topic, "RunRound", record)
+        if announce is not None:
+            await self.out.everywhere(self.input_topic, "RunRound", asdict(announce))
 
     async def pass_watermark(self, partition: int) -> None:
+        """At most every ``watermark_every_ms`` of wall clock, act on this task's watermark."""
         now = wall_ms()
-        if now - self.last_watermark_sent.get(partition, 0) < WATERMARK_EVERY_MS:
+        if now - self.last_watermark_at.get(partition, 0) < self.watermark_every_ms:
             return
-        current = self.clock(partition).current()
-        if current is None:
-            return
-        self.last_watermark_sent[partition] = now
-        record = {"source_partition": partition, "watermark": current}
+        current = self.watermark(partition)
+        if current is not None:
+            self.last_watermark_at[partition] = now
+            await self.on_watermark(partition, current)
+
+    def watermark(self, partition: int) -> int | None:
+        current: int | None = self.clock(partition).current()
+        return current
+
+    async def on_watermark(self, partition: int, watermark: int) -> None:
+        """Tell every task of the next stage how far this one has got."""
+        record = {"source_partition": partition, "watermark": watermark}
         await self.out.everywhere(self.output_topic, "Watermark", record)
 
     async def finish(self, run_id: str, partition: int, watermark: int | None) -> None:
-        """The run is over for this task: tell every task of the next stage."""
+        """The run is over for this task: its watermark jumps to the run's; tell the next stage."""
         self.clock(partition).finish(watermark or 0)
+        await self.on_finished(partition)
         marker = {
             "run_id": run_id,
             "stage": self.name,
@@ -203,6 +198,9 @@ class Stage:
         }
         for name in self.downstream():
             await self.out.everywhere(name, "Marker", marker)
+
+    async def on_finished(self, partition: int) -> None:
+        """What a stage does at the end of a run before passing the marker on."""
 
     @property
     def name(self) -> str:
@@ -228,7 +226,7 @@ class IngestStage(Stage):
         if isinstance(outcome, Forward):
             await self.out.send_raw(self.output_topic, outcome.value, key=outcome.key.decode())
             self.clock(source.partition).observe(source.partition, outcome.occurred_at)
-            await self.pass_own_watermark(source.partition)
+            await self.pass_watermark(source.partition)
         elif isinstance(outcome, DeadLetter):
             log.warning("dead-lettered %s[%d]@%d: %s", *_where(source), outcome.reason)
             await self.out.send_raw(topics.DEAD_LETTERS, outcome.value)
@@ -236,15 +234,10 @@ class IngestStage(Stage):
             marker = self.ingest.worker_marker(outcome.marker, source)
             await self.out.everywhere(self.output_topic, "Marker", marker)
 
-    async def pass_own_watermark(self, partition: int) -> None:
-        now = wall_ms()
-        if now - self.last_watermark_sent.get(partition, 0) < WATERMARK_EVERY_MS:
-            return
-        mark = self.clock(partition).marks.get(partition)
-        if mark is not None:
-            self.last_watermark_sent[partition] = now
-            record = {"source_partition": partition, "watermark": mark}
-            await self.out.everywhere(self.output_topic, "Watermark", record)
+    def watermark(self, partition: int) -> int | None:
+        """An ingest task has one input, its own partition: the latest event time seen there."""
+        latest: int | None = self.clock(partition).marks.get(partition)
+        return latest
 
 
 class IdentityStage(Stage):
@@ -286,24 +279,18 @@ class IdentityStage(Stage):
     async def on_link(self, link: Link, source: Source) -> None:
         await self.publish(self.graph.receive(link), source)
 
-    async def publish(self, effects: Any, source: Source) -> None:
+    async def publish(self, effects: Effects, source: Source) -> None:
         if effects.changed:
             self.touched(source.partition)
         for link in effects.links:
             record = asdict(link)
             await self.out.send(self.input_topic, "IdentityLink", record, key=link.target)
         for merge in effects.merges:
-            record = {"loser": merge.loser, "survivor": merge.survivor, "identity": merge.identity}
+            record = asdict(merge)
             await self.out.send(self.output_topic, "ProfileMerge", record, key=merge.loser)
             await self.out.send(topics.MERGES, "ProfileMerge", record, key=merge.loser)
         for warning in effects.warnings:
-            record = {
-                "warning_id": warning.warning_id,
-                "identity": warning.identity,
-                "crm_id": warning.crm_id,
-                "event_id": warning.event_id,
-                "occurred_at": warning.occurred_at,
-            }
+            record = asdict(warning) | {"warning_id": warning.warning_id}
             await self.out.send(
                 topics.IDENTITY_WARNINGS, "IdentityWarning", record, key=warning.warning_id
             )
@@ -322,6 +309,8 @@ class JourneyStage(Stage):
     input_topic = topics.RESOLVED
     output_topic = topics.RESOLVED
     upstream_topic = topics.IDENTITY
+    # Acting on the watermark means scanning the partition's profiles for idle journeys.
+    watermark_every_ms = EXPIRY_SCAN_EVERY_MS
 
     def __init__(
         self,
@@ -342,26 +331,21 @@ class JourneyStage(Stage):
     def save(self, state: ProfileState, partition: int) -> None:
         self.profiles[state.profile_id] = state.to_json() | {"partition": partition}
 
-    async def pass_watermark(self, partition: int) -> None:
+    async def on_watermark(self, partition: int, watermark: int) -> None:
         """The journey stage is the last one: its watermark drives expiry instead of moving on."""
-        now = wall_ms()
-        if now - self.last_watermark_sent.get(partition, 0) < EXPIRY_SCAN_EVERY_MS:
-            return
-        self.last_watermark_sent[partition] = now
-        await self.expire(partition, self.clock(partition).current())
-
-    async def expire(self, partition: int, watermark: int | None) -> None:
-        """Re-stitch this partition's profiles at ``watermark``: idle open journeys expire."""
-        if watermark is None:
-            return
-        for key, data in list(self.profiles.items()):
+        for data in list(self.profiles.values()):
             if data.get("partition") != partition or data.get("merged_into"):
                 continue
             state = ProfileState.from_json(data)
             outputs = self.core.advance(state, watermark)
             if outputs.journeys or outputs.assignments:
                 await self.publish(outputs)
-                self.profiles[key] = state.to_json() | {"partition": partition}
+                self.save(state, partition)
+
+    async def on_finished(self, partition: int) -> None:
+        watermark = self.watermark(partition)
+        if watermark is not None:
+            await self.on_watermark(partition, watermark)
 
     async def on_record(
         self, kind: str, record: dict[str, Any], raw: bytes, source: Source
@@ -403,36 +387,29 @@ class JourneyStage(Stage):
             return
         state.merged_into = survivor
         if state.events:
-            self.touched(source.partition)
-            record = {
-                "loser": loser,
-                "survivor": survivor,
-                "state": json.dumps(state.to_json()).encode(),
-            }
-            await self.out.send(self.input_topic, "ProfileTransfer", record, key=survivor)
+            await self.transfer(state, survivor, source)
         self.save(
             ProfileState(loser, merged_into=survivor, version=state.version), source.partition
         )
 
+    async def transfer(self, loser: ProfileState, survivor: str, source: Source) -> None:
+        """Send ``loser``'s whole state to the survivor's partition."""
+        self.touched(source.partition)
+        record = {
+            "loser": loser.profile_id,
+            "survivor": survivor,
+            "state": json.dumps(loser.to_json()).encode(),
+        }
+        await self.out.send(self.input_topic, "ProfileTransfer", record, key=survivor)
+
     async def on_transfer(self, survivor: str, loser: ProfileState, source: Source) -> None:
         state = self.load(survivor)
         if state.merged_into:
-            self.touched(source.partition)
-            record = {
-                "loser": loser.profile_id,
-                "survivor": state.merged_into,
-                "state": json.dumps(loser.to_json()).encode(),
-            }
-            await self.out.send(self.input_topic, "ProfileTransfer", record, key=state.merged_into)
+            await self.transfer(loser, state.merged_into, source)
             return
         watermark = self.clock(source.partition).current()
         await self.publish(self.core.absorb(state, loser, watermark))
         self.save(state, source.partition)
-
-    async def finish(self, run_id: str, partition: int, watermark: int | None) -> None:
-        self.clock(partition).finish(watermark or 0)
-        await self.expire(partition, self.clock(partition).current())
-        await super().finish(run_id, partition, watermark)
 
     def downstream(self) -> tuple[str, ...]:
         return tuple(str(name) for name in topics.SINK_INPUTS)
