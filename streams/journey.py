@@ -53,7 +53,8 @@ class JourneySummary:
     pivots: int
     sessions: int
     late_touchpoints: int
-    version: int = 0
+    # Not part of equality: "did the journey change?" compares content, not publications.
+    version: int = field(default=0, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -178,14 +179,6 @@ class _Stitch:
         return [*self.closed, self.current.close(self.profile, "expired" if idle else "open")]
 
 
-def stitch(
-    profile: str, events: list[EventFacts], watermark: int | None, rules: Rules
-) -> tuple[list[JourneySummary], dict[str, str]]:
-    """Cut ``events`` into journeys: a purchase converts one, ``journey_idle`` without events expires it."""
-    cut = _cut(profile, events, rules)
-    return cut.journeys(watermark), cut.placed
-
-
 def _cut(profile: str, events: list[EventFacts], rules: Rules) -> _Stitch:
     cut = _Stitch(profile, rules)
     for event in sorted(events, key=lambda e: e.order):
@@ -262,9 +255,7 @@ class JourneyCore:
         cut = _Stitch(state.profile_id, self.rules, current=state.tail)
         cut.take(event)
         state.last, state.tail = event.order, cut.current
-        changed = [
-            j for j in cut.journeys(watermark) if not _same(state.published.get(j.journey_id), j)
-        ]
+        changed = [j for j in cut.journeys(watermark) if state.published.get(j.journey_id) != j]
         state.version += 1
         out = Outputs()
         for summary in changed:
@@ -297,7 +288,7 @@ class JourneyCore:
         state.tail = cut.current
         state.last = max((e.order for e in state.events.values()), default=None)
         current = {j.journey_id: j for j in journeys}
-        changed = [j for j in journeys if not _same(state.published.get(j.journey_id), j)]
+        changed = [j for j in journeys if state.published.get(j.journey_id) != j]
         gone = [j for jid, j in state.published.items() if jid not in current]
         moved = [eid for eid, jid in placed.items() if state.placed.get(eid) != jid]
         if not (changed or moved or any(j.status != "superseded" for j in gone)):
@@ -321,21 +312,6 @@ class JourneyCore:
             state.published[summary.journey_id] = summary
         state.placed = placed
         return out
-
-
-def _same(published: JourneySummary | None, fresh: JourneySummary) -> bool:
-    """Equal but for the version (the hot path: no copies)."""
-    return published is not None and (
-        published.status == fresh.status
-        and published.last_at == fresh.last_at
-        and published.touchpoints == fresh.touchpoints
-        and published.started_at == fresh.started_at
-        and published.profile_id == fresh.profile_id
-        and published.channels == fresh.channels
-        and published.pivots == fresh.pivots
-        and published.sessions == fresh.sessions
-        and published.late_touchpoints == fresh.late_touchpoints
-    )
 
 
 def _versioned(
