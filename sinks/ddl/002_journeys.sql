@@ -4,48 +4,23 @@
 -- engine's version column changes from ingested_at to version (a rebuild: ClickHouse cannot
 -- change a table's engine in place).
 
-CREATE TABLE IF NOT EXISTS {db}.touchpoints_next
-(
-    event_id        String,
-    profile_id      String,
-    journey_id      String,
-    channel         LowCardinality(String),
-    action          LowCardinality(String),
-    occurred_at     DateTime64(3, 'UTC'),
-    sent_at         Nullable(DateTime64(3, 'UTC')),
-    routing_key     String,
-    identities      Map(String, String),
-    session_id      String,
-    source          LowCardinality(String),
-    cart_id         String,
-    cart_items      Array(Tuple(sku String, quantity Int32, unit_price Float64)),
-    cart_value      Nullable(Float64),
-    order_id        String,
-    order_value     Nullable(Float64),
-    currency        LowCardinality(String),
-    case_id         String,
-    contact_topic   String,
-    contact_outcome LowCardinality(String),
-    attributes      Map(String, String),
-    produced_at     DateTime64(3, 'UTC'),
-    ingested_at     DateTime64(3, 'UTC') DEFAULT now64(3),
-    kafka_partition Int32,
-    kafka_offset    Int64,
+ALTER TABLE {db}.touchpoints
     -- journey_id/n: the journey's n-th session (30 minutes without a touchpoint start the next).
-    -- session_id above is the channel's own session, when it sends one.
-    session_key     String,
+    -- session_id is the channel's own session, when it sends one.
+    ADD COLUMN IF NOT EXISTS session_key String,
     -- Grows each time the journey stage places the touchpoint again (merge, late event).
-    version         UInt64,
+    ADD COLUMN IF NOT EXISTS version UInt64,
     -- Arrived more than the allowed lateness behind the watermark: stored and counted, no re-fire.
-    late            Bool
-)
+    ADD COLUMN IF NOT EXISTS late Bool;
+
+-- Same columns (001's plus the three above), new engine version column.
+CREATE TABLE IF NOT EXISTS {db}.touchpoints_next AS {db}.touchpoints
 ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(occurred_at)
 ORDER BY (toDate(occurred_at), channel, event_id)
 SETTINGS non_replicated_deduplication_window = 1000;
 
-INSERT INTO {db}.touchpoints_next
-SELECT *, '' AS session_key, 0 AS version, false AS late FROM {db}.touchpoints;
+INSERT INTO {db}.touchpoints_next SELECT * FROM {db}.touchpoints;
 
 EXCHANGE TABLES {db}.touchpoints AND {db}.touchpoints_next;
 

@@ -1,0 +1,50 @@
+"""Versioned DDL on the real ClickHouse engine (chDB): an older schema upgrades, twice is a no-op."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import pytest
+from parcours.sinks.backend import ChdbBackend, rows_of
+from parcours.sinks.migrations import _statements, migrate
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_001_database_with_rows_upgrades_to_versioned_touchpoints(tmp_path: Path) -> None:
+    backend = ChdbBackend(tmp_path / "clickhouse", "parcours")
+    try:
+        backend.command("CREATE DATABASE parcours")
+        backend.command(
+            "CREATE TABLE parcours.schema_migrations (version UInt32, name String, "
+            "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
+            "ENGINE = ReplacingMergeTree ORDER BY version"
+        )
+        init = resources.files("parcours.sinks").joinpath("ddl/001_init.sql").read_text()
+        for statement in _statements(init):
+            backend.command(statement.replace("{db}", "parcours"))
+        backend.insert("schema_migrations", [{"version": 1, "name": "init"}])
+        backend.command(
+            "INSERT INTO parcours.touchpoints (event_id, channel, action, occurred_at, "
+            "routing_key, produced_at, kafka_partition, kafka_offset) VALUES "
+            "('e1', 'web', 'page_view', '2026-11-02 10:00:00', 'anonymous_id:a', "
+            "'2026-11-02 10:00:00', 0, 1)"
+        )
+
+        assert 2 in migrate(backend)
+        assert migrate(backend) == []
+
+        rows = rows_of(
+            backend.query("SELECT event_id, session_key, version, late FROM parcours.touchpoints")
+        )
+        assert rows == [{"event_id": "e1", "session_key": "", "version": 0, "late": False}]
+        engine = rows_of(
+            backend.query(
+                "SELECT engine_full FROM system.tables "
+                "WHERE database = 'parcours' AND name = 'touchpoints'"
+            )
+        )[0]["engine_full"]
+        assert engine.startswith("ReplacingMergeTree(version)")
+    finally:
+        backend.close()
