@@ -62,21 +62,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         )
 
 
+def isolated_settings(data_dir: Path, name: str, **overrides: Any) -> Settings:
+    """Settings for a stack of its own: topics and consumer groups no other test shares."""
+    run = f"{name}{uuid.uuid4().hex[:6]}"
+    return load_settings(data_dir=data_dir, topic_prefix=f"{run}.", app_id=run, **overrides)
+
+
 @pytest.fixture(scope="session")
 def stack(
     server_settings: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     """A running pipeline (broker, 1 worker, sink) with topics of 4 partitions."""
     data_dir = tmp_path_factory.mktemp("stack")
-    run = uuid.uuid4().hex[:6]
-    settings = load_settings(
-        data_dir=data_dir,
-        partitions=4,
-        workers=1,
-        topic_prefix=f"it{run}.",
-        app_id=f"it{run}",
-        **server_settings,
-    )
+    settings = isolated_settings(data_dir, "it", partitions=4, workers=1, **server_settings)
     with embedded_stack(settings) as running:
         # Published like `parcours up`, so CLI commands on this data dir join this stack.
         write_state(running)

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,12 +17,11 @@ from parcours.deploy.generate import generate, write_jsonl
 from parcours.deploy.replay import ReplayResult, replay
 from parcours.deploy.stack import embedded_stack
 from parcours.schemas.producer import TouchpointProducer
-from parcours.schemas.settings import load_settings
 from parcours.sinks.backend import Backend
 from parcours.sinks.client import open_reader
 
 from tests.factories import touchpoint
-from tests.integration.conftest import eventually, query
+from tests.integration.conftest import eventually, isolated_settings, query
 
 pytestmark = pytest.mark.integration
 
@@ -115,10 +113,7 @@ def _snapshot(reader: Backend) -> dict[str, list[dict[str, Any]]]:
 def test_a_worker_killed_mid_replay_changes_nothing(
     day: Path, one_by_one: dict[str, Any], tmp_path: Path
 ) -> None:
-    run = uuid.uuid4().hex[:6]
-    settings = load_settings(
-        data_dir=tmp_path, partitions=4, workers=2, topic_prefix=f"kill{run}.", app_id=f"kill{run}"
-    )
+    settings = isolated_settings(tmp_path, "kill", partitions=4, workers=2)
     with embedded_stack(settings) as stack:
         reader = open_reader(stack.settings)
         results: list[ReplayResult | BaseException] = []
@@ -151,13 +146,11 @@ def test_a_worker_killed_mid_replay_changes_nothing(
 
 def test_in_live_mode_silent_inputs_do_not_hold_time_back(tmp_path: Path) -> None:
     """No replay marker, no more events: the watermark follows the wall clock and expires the journey."""
-    run = uuid.uuid4().hex[:6]
-    settings = load_settings(
-        data_dir=tmp_path,
+    settings = isolated_settings(
+        tmp_path,
+        "live",
         partitions=2,
         workers=1,
-        topic_prefix=f"live{run}.",
-        app_id=f"live{run}",
         journey_idle_seconds=60,
         watermark_idle_seconds=2,
         allowed_lateness_seconds=60,
@@ -166,9 +159,7 @@ def test_in_live_mode_silent_inputs_do_not_hold_time_back(tmp_path: Path) -> Non
     with embedded_stack(settings) as stack:
         reader = open_reader(stack.settings)
         with TouchpointProducer(stack.settings) as producer:
-            producer.send(
-                touchpoint(event_id=f"live-{run}", occurred_at=five_minutes_ago.isoformat())
-            )
+            producer.send(touchpoint(event_id="live-1", occurred_at=five_minutes_ago.isoformat()))
         rows = eventually(
             lambda: query(reader, "SELECT status, touchpoints FROM {db}.journeys_current"),
             lambda rows: [r["status"] for r in rows] == ["expired"],

@@ -43,8 +43,11 @@ def _journeys(reader: Backend, profile: str) -> list[dict[str, Any]]:
     )
 
 
-def _at(minute: int) -> str:
-    return f"2026-11-24T09:{minute:02d}:00+00:00"
+def _event(tag: str, n: int, minute: int, **changes: Any) -> dict[str, Any]:
+    """The test's n-th touchpoint, ``minute`` minutes into the scenario."""
+    return touchpoint(
+        event_id=f"{tag}-{n}", occurred_at=f"2026-11-24T09:{minute:02d}:00+00:00", **changes
+    )
 
 
 def test_anonymous_web_then_login_then_store_purchase_is_one_profile_and_one_journey(
@@ -58,24 +61,25 @@ def test_anonymous_web_then_login_then_store_purchase_is_one_profile_and_one_jou
         reader,
         tmp_path,
         [
-            touchpoint(
-                event_id=f"{tag}-1", occurred_at=_at(0), identities={"anonymous_id": cookie}
-            ),
-            touchpoint(
-                event_id=f"{tag}-2",
-                occurred_at=_at(2),
+            _event(tag, 1, 0, identities={"anonymous_id": cookie}),
+            _event(
+                tag,
+                2,
+                2,
                 action="product_view",
                 identities={"anonymous_id": cookie},
             ),
-            touchpoint(
-                event_id=f"{tag}-3",
-                occurred_at=_at(5),
+            _event(
+                tag,
+                3,
+                5,
                 action="identify",
                 identities={"anonymous_id": cookie, "crm_id": crm},
             ),
-            touchpoint(
-                event_id=f"{tag}-4",
-                occurred_at=_at(50),
+            _event(
+                tag,
+                4,
+                50,
                 channel="store",
                 action="purchase",
                 identities={"loyalty_id": card, "crm_id": crm},
@@ -115,16 +119,18 @@ def test_a_shared_kiosk_keeps_two_crm_ids_apart_and_warns(
         reader,
         tmp_path,
         [
-            touchpoint(
-                event_id=f"{tag}-1",
-                occurred_at=_at(0),
+            _event(
+                tag,
+                1,
+                0,
                 channel="kiosk",
                 action="identify",
                 identities={"device_id": kiosk, "crm_id": alice},
             ),
-            touchpoint(
-                event_id=f"{tag}-2",
-                occurred_at=_at(9),
+            _event(
+                tag,
+                2,
+                9,
                 channel="kiosk",
                 action="identify",
                 identities={"device_id": kiosk, "crm_id": bob},
@@ -152,9 +158,10 @@ def test_a_placeholder_id_links_nothing(stack: Stack, reader: Backend, tmp_path:
         reader,
         tmp_path,
         [
-            touchpoint(
-                event_id=f"{tag}-{n}",
-                occurred_at=_at(n),
+            _event(
+                tag,
+                n,
+                n,
                 channel="mobile_app",
                 identities={"anonymous_id": "undefined", "crm_id": f"crm-{n}-{tag}"},
             )
@@ -183,16 +190,18 @@ def test_two_known_profiles_merged_by_a_later_event_show_one_history(
         reader,
         tmp_path,
         [
-            touchpoint(
-                event_id=f"{tag}-1",
-                occurred_at=_at(0),
+            _event(
+                tag,
+                1,
+                0,
                 channel="store",
                 action="store_visit",
                 identities={"loyalty_id": card},
             ),
-            touchpoint(
-                event_id=f"{tag}-2",
-                occurred_at=_at(3),
+            _event(
+                tag,
+                2,
+                3,
                 channel="email",
                 action="message_clicked",
                 identities={"email_sha256": email},
@@ -206,9 +215,10 @@ def test_two_known_profiles_merged_by_a_later_event_show_one_history(
         reader,
         tmp_path,
         [
-            touchpoint(
-                event_id=f"{tag}-3",
-                occurred_at=_at(20),
+            _event(
+                tag,
+                3,
+                20,
                 channel="store",
                 action="identify",
                 identities={"loyalty_id": card, "email_sha256": email},
