@@ -32,8 +32,7 @@ class Outbox:
     async def send(
         self, name: str, schema: str, record: dict[str, Any], *, key: str | None = None
     ) -> None:
-        value = self.codec.encode(schema, record)
-        await self.topics[name].send(key=key.encode() if key else None, value=value)
+        await self.send_raw(name, self.codec.encode(schema, record), key=key)
 
     async def send_raw(self, name: str, value: bytes, *, key: str | None = None) -> None:
         await self.topics[name].send(key=key.encode() if key else None, value=value)
