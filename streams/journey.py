@@ -13,32 +13,34 @@ import hashlib
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-PURCHASE = "purchase"
-BRAND_ACTIONS = frozenset({"message_sent"})
-"""The brand speaking, not the customer choosing a channel: never a pivot, never a journey channel."""
+from parcours.streams.detect import (
+    SCHEDULED,
+    Fired,
+    Handoff,
+    Left,
+    Pivot,
+    arming_deadline,
+    handoff_of,
+    pivot_of,
+    plan_followup,
+    scan_dropoffs,
+    settle,
+)
+from parcours.streams.facts import PURCHASE, EventFacts
+from parcours.streams.rules import Rules
 
+__all__ = [
+    "Assignment",
+    "EventFacts",
+    "JourneyCore",
+    "JourneySummary",
+    "Outputs",
+    "ProfileState",
+    "Rules",
+]
 
-@dataclass(frozen=True)
-class Rules:
-    session_idle_ms: int = 30 * 60 * 1000
-    journey_idle_ms: int = 7 * 86400 * 1000
-    allowed_lateness_ms: int = 10 * 60 * 1000
-
-
-@dataclass(frozen=True)
-class EventFacts:
-    """What stitching needs from one touchpoint; ``payload`` is carried through untouched."""
-
-    event_id: str
-    occurred_at: int
-    channel: str
-    action: str
-    payload: str = ""
-    late: bool = False
-
-    @property
-    def order(self) -> tuple[int, str]:
-        return self.occurred_at, self.event_id
+IDENTITY_VALUES_KEPT = 20
+"""Values kept per identity type for hand-offs (a shared kiosk must not grow a profile forever)."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,28 @@ def _assignment(event: EventFacts, profile: str, place: str, version: int) -> As
 class Outputs:
     journeys: list[JourneySummary] = field(default_factory=list)
     assignments: list[Assignment] = field(default_factory=list)
+    pivots: list[Pivot] = field(default_factory=list)
+    retracted_pivots: list[Pivot] = field(default_factory=list)
+    """Pivots a re-stitch (a late event, a merge) made disappear."""
+    handoffs: list[Handoff] = field(default_factory=list)
+    dropoffs: list[Fired] = field(default_factory=list)
+    """Drop-offs that fired or changed (recovered, moved to another journey)."""
+    followups: list[Fired] = field(default_factory=list)
+    """Follow-ups that were created or changed status."""
+    version: int = 0
+
+    def __bool__(self) -> bool:
+        return any(
+            (
+                self.journeys,
+                self.assignments,
+                self.pivots,
+                self.retracted_pivots,
+                self.handoffs,
+                self.dropoffs,
+                self.followups,
+            )
+        )
 
 
 def journey_id(first_event_id: str) -> str:
@@ -105,21 +129,22 @@ class _Open:
     pivots: int = 0
     sessions: int = 0
     late: int = 0
-    last_customer_channel: str | None = None
+    left: Left | None = None
 
-    def take(self, event: EventFacts, rules: Rules) -> None:
+    def take(self, event: EventFacts, rules: Rules) -> Pivot | None:
         if self.touchpoints == 0 or event.occurred_at - self.last_at >= rules.session_idle_ms:
             self.sessions += 1
         self.touchpoints += 1
         self.late += event.late
         self.last_at = event.occurred_at
-        if event.action in BRAND_ACTIONS:
-            return
+        if event.is_brand:
+            return None
         if event.channel not in self.channels:
             self.channels.append(event.channel)
-        if self.last_customer_channel not in (None, event.channel):
-            self.pivots += 1
-        self.last_customer_channel = event.channel
+        pivot = pivot_of(self.left, event, self.journey_id, rules)
+        self.pivots += pivot is not None
+        self.left = Left.of(event)
+        return pivot
 
     def close(self, profile: str, status: str) -> JourneySummary:
         return JourneySummary(
@@ -140,7 +165,8 @@ class _Open:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> _Open:
-        return cls(**(data | {"channels": list(data["channels"])}))
+        left = Left(**data["left"]) if data.get("left") else None
+        return cls(**(data | {"channels": list(data["channels"]), "left": left}))
 
 
 @dataclass
@@ -152,6 +178,7 @@ class _Stitch:
     closed: list[JourneySummary] = field(default_factory=list)
     current: _Open | None = None
     placed: dict[str, str] = field(default_factory=dict)
+    pivots: dict[str, Pivot] = field(default_factory=dict)
 
     def take(self, event: EventFacts) -> None:
         current = self.current
@@ -163,7 +190,9 @@ class _Stitch:
             current = None
         if current is None:
             current = _Open(journey_id(event.event_id), event.occurred_at, event.occurred_at)
-        current.take(event, self.rules)
+        pivot = current.take(event, self.rules)
+        if pivot is not None:
+            self.pivots[event.event_id] = pivot
         self.placed[event.event_id] = f"{current.journey_id}/{current.sessions}"
         if event.action == PURCHASE:
             self.closed.append(current.close(self.profile, "converted"))
@@ -201,23 +230,46 @@ class ProfileState:
     # one (the usual case) extends the journey instead of re-stitching the whole profile.
     last: tuple[int, str] | None = None
     tail: _Open | None = None
+    pivots: dict[str, Pivot] = field(default_factory=dict)
+    """Published pivots by landing event."""
+    handed_off: set[str] = field(default_factory=set)
+    fired: dict[str, Fired] = field(default_factory=dict)
+    """Drop-offs that fired, by cart or case key: final, one per key."""
+    horizon: int | None = None
+    """Detections have seen every on-time event up to here; anything at or before is late."""
+    due: int | None = None
+    """The horizon at which a drop-off could next fire."""
+    identities: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def expires_at(self) -> int | None:
+        """The watermark at which the open journey expires."""
+        return self.tail.last_at if self.tail else None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "last": list(self.last) if self.last else None,
             "tail": self.tail.to_json() if self.tail else None,
             "profile_id": self.profile_id,
-            "events": [asdict(e) for e in self.events.values()],
+            "events": [e.to_json() for e in self.events.values()],
             "published": [j.to_json() for j in self.published.values()],
             "placed": self.placed,
             "version": self.version,
             "merged_into": self.merged_into,
+            "pivots": [p.to_json() for p in self.pivots.values()],
+            "handed_off": sorted(self.handed_off),
+            "fired": [f.to_json() for f in self.fired.values()],
+            "horizon": self.horizon,
+            "due": self.due,
+            "identities": self.identities,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ProfileState:
-        events = [EventFacts(**e) for e in data["events"]]
+        events = [EventFacts.from_json(e) for e in data["events"]]
         published = [JourneySummary.from_json(j) for j in data["published"]]
+        pivots = [Pivot(**p) for p in data.get("pivots", ())]
+        fired = [Fired.from_json(f) for f in data.get("fired", ())]
         return cls(
             profile_id=data["profile_id"],
             events={e.event_id: e for e in events},
@@ -227,7 +279,22 @@ class ProfileState:
             merged_into=data["merged_into"],
             last=(int(data["last"][0]), str(data["last"][1])) if data.get("last") else None,
             tail=_Open.from_json(data["tail"]) if data.get("tail") else None,
+            pivots={p.event_id: p for p in pivots},
+            handed_off=set(data.get("handed_off", ())),
+            fired={f.key: f for f in fired},
+            horizon=data.get("horizon"),
+            due=data.get("due"),
+            identities={k: list(v) for k, v in data.get("identities", {}).items()},
         )
+
+    def learn_identities(self, identities: dict[str, str]) -> None:
+        for kind, value in identities.items():
+            known = self.identities.setdefault(kind, [])
+            if value not in known and len(known) < IDENTITY_VALUES_KEPT:
+                known.append(value)
+
+    def sorted_events(self) -> list[EventFacts]:
+        return sorted(self.events.values(), key=lambda e: e.order)
 
 
 class JourneyCore:
@@ -237,19 +304,33 @@ class JourneyCore:
     def is_late(self, occurred_at: int, watermark: int | None) -> bool:
         return watermark is not None and occurred_at < watermark - self.rules.allowed_lateness_ms
 
-    def add(self, state: ProfileState, event: EventFacts, watermark: int | None) -> Outputs:
+    def add(
+        self,
+        state: ProfileState,
+        event: EventFacts,
+        watermark: int | None,
+        *,
+        finished: bool = False,
+    ) -> Outputs:
         """One touchpoint for this profile; a duplicate ``event_id`` changes nothing."""
         if event.event_id in state.events:
             return Outputs()
-        late = self.is_late(event.occurred_at, watermark)
+        late = self.is_late(event.occurred_at, watermark) or (
+            state.horizon is not None and event.occurred_at <= state.horizon
+        )
         if late != event.late:
             event = replace(event, late=late)
         state.events[event.event_id] = event
         if state.last is not None and event.order > state.last:
-            return self._append(state, event, watermark)
-        return self._restitch(state, watermark)
+            out, pivots = self._append(state, event, watermark)
+        else:
+            out, pivots = self._restitch(state, watermark)
+        self._detect(state, out, pivots, watermark, finished, appended=event)
+        return out
 
-    def _append(self, state: ProfileState, event: EventFacts, watermark: int | None) -> Outputs:
+    def _append(
+        self, state: ProfileState, event: EventFacts, watermark: int | None
+    ) -> tuple[Outputs, dict[str, Pivot] | None]:
         """``event`` comes after all others: only the last journey can change (same result as
         a full re-stitch, which the property tests check)."""
         cut = _Stitch(state.profile_id, self.rules, current=state.tail)
@@ -264,25 +345,50 @@ class JourneyCore:
         place = cut.placed[event.event_id]
         out.assignments.append(_assignment(event, state.profile_id, place, state.version))
         state.placed[event.event_id] = place
-        return out
+        # Only the new touchpoint can add a pivot; earlier ones are untouched.
+        return out, {**state.pivots, **cut.pivots}
 
-    def absorb(self, state: ProfileState, loser: ProfileState, watermark: int | None) -> Outputs:
+    def absorb(
+        self,
+        state: ProfileState,
+        loser: ProfileState,
+        watermark: int | None,
+        *,
+        finished: bool = False,
+    ) -> Outputs:
         """``loser``'s events and journeys now belong to ``state``: stitch them as one history."""
         for event_id, event in loser.events.items():
             state.events.setdefault(event_id, event)
         for jid, summary in loser.published.items():
             state.published.setdefault(jid, summary)
+        for event_id, pivot in loser.pivots.items():
+            state.pivots.setdefault(event_id, pivot)
+        for key, fired in loser.fired.items():
+            state.fired.setdefault(key, fired)
+        state.handed_off |= loser.handed_off
+        for kind, values in loser.identities.items():
+            for value in values:
+                state.learn_identities({kind: value})
+        state.horizon = _max(state.horizon, loser.horizon)
         state.version = max(state.version, loser.version)
         # Every absorbed event changes profile, so each is re-placed even if its journey is unchanged.
         for event_id in loser.events:
             state.placed.pop(event_id, None)
-        return self._restitch(state, watermark)
+        out, pivots = self._restitch(state, watermark)
+        self._detect(state, out, pivots, watermark, finished, rescan=True)
+        return out
 
-    def advance(self, state: ProfileState, watermark: int | None) -> Outputs:
-        """Time passed: an open journey may now have expired."""
-        return self._restitch(state, watermark)
+    def advance(
+        self, state: ProfileState, watermark: int | None, *, finished: bool = False
+    ) -> Outputs:
+        """Time passed: an open journey may have expired, a drop-off may be due."""
+        out, pivots = self._restitch(state, watermark)
+        self._detect(state, out, pivots, watermark, finished)
+        return out
 
-    def _restitch(self, state: ProfileState, watermark: int | None) -> Outputs:
+    def _restitch(
+        self, state: ProfileState, watermark: int | None
+    ) -> tuple[Outputs, dict[str, Pivot] | None]:
         cut = _cut(state.profile_id, list(state.events.values()), self.rules)
         journeys, placed = cut.journeys(watermark), cut.placed
         state.tail = cut.current
@@ -292,7 +398,7 @@ class JourneyCore:
         gone = [j for jid, j in state.published.items() if jid not in current]
         moved = [eid for eid, jid in placed.items() if state.placed.get(eid) != jid]
         if not (changed or moved or any(j.status != "superseded" for j in gone)):
-            return Outputs()
+            return Outputs(), cut.pivots
         state.version += 1
         out = Outputs()
         for summary in changed:
@@ -311,7 +417,105 @@ class JourneyCore:
         for summary in out.journeys:
             state.published[summary.journey_id] = summary
         state.placed = placed
-        return out
+        return out, cut.pivots
+
+    def _detect(
+        self,
+        state: ProfileState,
+        out: Outputs,
+        pivots: dict[str, Pivot] | None,
+        watermark: int | None,
+        finished: bool,
+        *,
+        appended: EventFacts | None = None,
+        rescan: bool = False,
+    ) -> None:
+        """Pivots, hand-offs, drop-offs and follow-ups after the journeys were brought up to date."""
+        if pivots is not None:
+            self._pivots(state, out, pivots)
+        if watermark is not None:
+            horizon = self.rules.horizon(watermark, finished=finished)
+            state.horizon = _max(state.horizon, horizon)
+        if appended is not None and not state.events[appended.event_id].late:
+            state.due = _min(state.due, arming_deadline(appended, self.rules))
+        due = state.due is not None and state.horizon is not None and state.horizon >= state.due
+        if due or rescan:
+            self._dropoffs(state, out)
+        if appended is not None and appended.action == PURCHASE:
+            self._settle(state, out, [appended])
+        if rescan:
+            self._settle(state, out, [e for e in state.events.values() if e.action == PURCHASE])
+        if out.assignments:
+            self._rejourney(state, out)
+        if out and not (out.journeys or out.assignments):
+            state.version += 1
+        out.version = state.version
+
+    def _pivots(self, state: ProfileState, out: Outputs, pivots: dict[str, Pivot]) -> None:
+        out.pivots = [p for eid, p in pivots.items() if state.pivots.get(eid) != p]
+        out.retracted_pivots = [p for eid, p in state.pivots.items() if eid not in pivots]
+        state.pivots = pivots
+        assisted = [
+            p
+            for p in out.pivots
+            if p.to_channel in self.rules.assisted_channels
+            and p.event_id not in state.handed_off
+            and not state.events[p.event_id].late
+        ]
+        if not assisted:
+            return
+        history = state.sorted_events()
+        for pivot in sorted(assisted, key=lambda p: state.events[p.event_id].order):
+            landing = state.events[pivot.event_id]
+            before = [e for e in history if e.order <= landing.order]
+            journey = [e for e in before if _journey_of(state, e.event_id) == pivot.journey_id]
+            out.handoffs.append(
+                handoff_of(pivot, state.profile_id, state.identities, before, journey, self.rules)
+            )
+            state.handed_off.add(pivot.event_id)
+
+    def _dropoffs(self, state: ProfileState, out: Outputs) -> None:
+        on_time = [e for e in state.sorted_events() if not e.late]
+        fired, state.due = scan_dropoffs(on_time, state.horizon, self.rules, state.fired)
+        for dropoff in fired:
+            journey = _journey_of(state, dropoff.anchor.event_id)
+            planned = plan_followup(dropoff, journey, on_time, state.fired.values(), self.rules)
+            state.fired[dropoff.key] = planned
+            out.dropoffs.append(planned)
+            out.followups.append(planned)
+
+    def _settle(self, state: ProfileState, out: Outputs, purchases: list[EventFacts]) -> None:
+        for key, fired in list(state.fired.items()):
+            if fired.status != SCHEDULED:
+                continue
+            settled = settle(fired, purchases, self.rules)
+            if settled == fired:
+                continue
+            state.fired[key] = settled
+            if settled.status != fired.status:
+                out.followups.append(settled)
+            if settled.recovery_event_id != fired.recovery_event_id:
+                out.dropoffs.append(settled)
+
+    def _rejourney(self, state: ProfileState, out: Outputs) -> None:
+        """A re-stitch can move a drop-off's anchor to another journey id."""
+        for key, fired in list(state.fired.items()):
+            journey = _journey_of(state, fired.anchor.event_id)
+            if journey and journey != fired.journey_id:
+                state.fired[key] = replace(fired, journey_id=journey)
+                out.dropoffs.append(state.fired[key])
+
+
+def _journey_of(state: ProfileState, event_id: str) -> str:
+    return state.placed.get(event_id, "").partition("/")[0]
+
+
+def _max(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def _min(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
 
 
 def _versioned(

@@ -1,0 +1,95 @@
+"""What the journey core keeps of one touchpoint: the few fields stitching and detection read.
+
+Profiles keep every event, so this stays small; the Avro payload rides along untouched for the
+rows and messages that need all of it (cart items, identities).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+PURCHASE = "purchase"
+BRAND_ACTIONS = frozenset({"message_sent"})
+"""The brand speaking, not the customer choosing a channel: never a pivot, never a journey channel."""
+FAILURE_ACTIONS = frozenset({"chatbot_fallback", "search_no_results", "payment_failed"})
+FAILED_OUTCOMES = frozenset({"unresolved", "failed", "abandoned"})
+CART_CHANGES = frozenset({"add_to_cart", "remove_from_cart"})
+CHECKOUT = "checkout_started"
+CONTACT_ENDED = "contact_ended"
+CONTACT_ACTIONS = frozenset({"contact_started", "contact_ended", "chatbot_fallback"})
+
+
+@dataclass(frozen=True)
+class EventFacts:
+    """One touchpoint as the core sees it. Optional facts default to empty and stay out of JSON."""
+
+    event_id: str
+    occurred_at: int
+    channel: str
+    action: str
+    payload: str = ""
+    late: bool = False
+    cart_id: str = ""
+    cart_items: int = 0
+    value: float | None = None
+    currency: str = ""
+    case_id: str = ""
+    topic: str = ""
+    outcome: str = ""
+    consent_channel: str = ""
+    consent_granted: bool = False
+    timezone: str = ""
+
+    @property
+    def order(self) -> tuple[int, str]:
+        return self.occurred_at, self.event_id
+
+    @property
+    def is_failure(self) -> bool:
+        """A touchpoint on which the channel failed the customer (DESIGN: Pivot)."""
+        if self.action in FAILURE_ACTIONS:
+            return True
+        return self.action == CONTACT_ENDED and self.outcome in FAILED_OUTCOMES
+
+    @property
+    def is_brand(self) -> bool:
+        return self.action in BRAND_ACTIONS
+
+    @property
+    def is_contact(self) -> bool:
+        return self.action in CONTACT_ACTIONS or bool(self.case_id)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        return {f.name: data[f.name] for f in fields(self) if data[f.name] != f.default}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EventFacts:
+        return cls(**data)
+
+
+def facts_of(touchpoint: dict[str, Any], occurred_at: int, payload: str = "") -> EventFacts:
+    """The facts of a decoded ``Touchpoint`` record (the Avro contract's field names)."""
+    cart = touchpoint.get("cart") or {}
+    order = touchpoint.get("order") or {}
+    contact = touchpoint.get("contact") or {}
+    attributes = touchpoint.get("attributes") or {}
+    priced = order or cart
+    return EventFacts(
+        event_id=touchpoint["event_id"],
+        occurred_at=occurred_at,
+        channel=str(touchpoint["channel"]),
+        action=touchpoint["action"],
+        payload=payload,
+        cart_id=cart.get("cart_id") or order.get("cart_id") or "",
+        cart_items=sum(int(item["quantity"]) for item in cart.get("items") or ()),
+        value=priced.get("value"),
+        currency=priced.get("currency") or "",
+        case_id=contact.get("case_id") or "",
+        topic=contact.get("topic") or "",
+        outcome=str(contact.get("outcome") or ""),
+        consent_channel=attributes.get("consent_channel", ""),
+        consent_granted=attributes.get("consent_granted", "").lower() in ("true", "1", "yes"),
+        timezone=attributes.get("timezone", ""),
+    )

@@ -1,0 +1,58 @@
+"""The behaviour's numbers (DESIGN: Behaviour), as the pure cores take them; settings fill them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import time
+
+MINUTE_MS = 60_000
+HOUR_MS = 60 * MINUTE_MS
+DAY_MS = 24 * HOUR_MS
+
+
+@dataclass(frozen=True)
+class Rules:
+    session_idle_ms: int = 30 * MINUTE_MS
+    journey_idle_ms: int = 7 * DAY_MS
+    allowed_lateness_ms: int = 10 * MINUTE_MS
+    pivot_failure_window_ms: int = 30 * MINUTE_MS
+    """A failure this close before a channel switch makes the pivot failure-driven."""
+    cart_abandon_ms: int = 60 * MINUTE_MS
+    checkout_abandon_ms: int = 30 * MINUTE_MS
+    contact_abandon_ms: int = DAY_MS
+    assisted_channels: tuple[str, ...] = ("phone", "live_chat", "store", "video")
+    handoff_history: int = 5
+    """Touchpoints of the journey so far that a hand-off shows the agent."""
+    followup_channels: tuple[str, ...] = ("email", "sms", "push")
+    """Channels a follow-up may use; on equal consent times the earlier one wins."""
+    followup_delay_ms: int = 0
+    followup_ttl_ms: int = DAY_MS
+    frequency_cap_ms: int = DAY_MS
+    quiet_start: time | None = time(21, 0)
+    quiet_end: time | None = time(8, 0)
+    default_timezone: str = "UTC"
+    recovery_window_ms: int = 7 * DAY_MS
+
+    def horizon(self, watermark: int, *, finished: bool) -> int:
+        """Event time up to which every on-time event has arrived (inclusive).
+
+        An event is late when it is more than the allowed lateness behind the watermark, so one
+        at ``watermark - lateness`` may still come; at the end of a run nothing more comes.
+        """
+        return watermark if finished else watermark - self.allowed_lateness_ms - 1
+
+
+def parse_quiet_hours(text: str) -> tuple[time, time] | None:
+    """``"21:00-08:00"`` → (21:00, 08:00); ``""`` → no quiet hours. ValueError names the problem."""
+    if not text.strip():
+        return None
+    start, sep, end = text.partition("-")
+    if not sep:
+        raise ValueError(f"{text!r} is not HH:MM-HH:MM")
+    try:
+        window = time.fromisoformat(start.strip()), time.fromisoformat(end.strip())
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not HH:MM-HH:MM ({exc})") from None
+    if window[0] == window[1]:
+        raise ValueError(f"{text!r} starts and ends at the same time")
+    return window
