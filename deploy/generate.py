@@ -41,6 +41,8 @@ class Customer:
     anonymous_id: str
     device_id: str
     timezone: str
+    consent: str | None = None
+    """The messaging channel this customer opts into, the first time they identify themselves."""
 
     def ids(self, *kinds: str) -> dict[str, str]:
         return {kind: getattr(self, kind) for kind in kinds}
@@ -166,7 +168,8 @@ def app_purchase(rng: random.Random, c: Customer, key: str) -> list[Step]:
 
 def chatbot_then_phone(rng: random.Random, c: Customer, key: str) -> list[Step]:
     bot = c.ids("anonymous_id", "email_sha256")
-    phone = c.ids("phone_sha256", "crm_id")
+    # The agent finds the customer by the e-mail the chatbot had, so the two link at once.
+    phone = c.ids("phone_sha256", "crm_id", "email_sha256")
     topic = rng.choice(TOPICS)
     case = f"case-{key}"
     steps = [
@@ -363,6 +366,7 @@ def _customer(rng: random.Random, number: int) -> Customer:
         anonymous_id=f"ck-{rng.getrandbits(48):012x}",
         device_id=f"dev-{rng.getrandbits(48):012x}",
         timezone=rng.choice(TIMEZONES),
+        consent=rng.choice(("email", "email", "email", "sms", "sms", "push", None, None, None)),
     )
 
 
@@ -370,6 +374,15 @@ def _timestamp(rng: random.Random, at: datetime) -> str | int:
     if rng.random() < 0.1:  # some channel services send epoch milliseconds
         return int(at.timestamp() * 1000)
     return at.isoformat(timespec="milliseconds")
+
+
+def _opts_in(customer: Customer, step: Step, consented: set[int]) -> bool:
+    """Consent is given once, on the customer's first identified touchpoint."""
+    identified = "crm_id" in step.identities or "email_sha256" in step.identities
+    if customer.consent is None or customer.number in consented or not identified:
+        return False
+    consented.add(customer.number)
+    return True
 
 
 def generate(
@@ -385,6 +398,7 @@ def generate(
     scenarios, weights = zip(*SCENARIOS, strict=True)
     out: list[tuple[float, dict[str, Any]]] = []
     journey = 0
+    consented: set[int] = set()
     while len(out) < events:
         customer = rng.choice(people)
         scenario = rng.choices(scenarios, weights)[0]
@@ -392,6 +406,9 @@ def generate(
         journey += 1
         for step in scenario(rng, customer, f"{seed}-{journey}"):
             at += timedelta(seconds=step.after_seconds)
+            attributes = {"timezone": customer.timezone} | step.extra.pop("attributes", {})
+            if "consent_channel" not in attributes and _opts_in(customer, step, consented):
+                attributes |= {"consent_channel": str(customer.consent), "consent_granted": "true"}
             event = {
                 "event_id": f"ev-{seed}-{len(out):08d}",
                 "occurred_at": _timestamp(rng, at),
@@ -399,7 +416,7 @@ def generate(
                 "action": step.action,
                 "identities": step.identities,
                 "source": f"{step.channel}-service",
-                "attributes": {"timezone": customer.timezone} | step.extra.pop("attributes", {}),
+                "attributes": attributes,
                 **step.extra,
             }
             out.append((at.timestamp() + rng.uniform(0, disorder_seconds), event))

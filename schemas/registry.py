@@ -29,6 +29,7 @@ SHIPPED = (
     "profile_merge",
     "profile_transfer",
     "identity_warning",
+    "handoff",
 )
 
 

@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+from datetime import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from parcours.schemas.errors import ConfigError
+from parcours.schemas.sdk import Channel
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MESSAGING_CHANNELS = ("email", "sms", "push")
+
+
+def parse_quiet_hours(text: str) -> tuple[time, time] | None:
+    """``"21:00-08:00"`` → (21:00, 08:00); ``""`` → no quiet hours. ValueError names the problem."""
+    if not text.strip():
+        return None
+    start, sep, end = text.partition("-")
+    try:
+        if not sep:
+            raise ValueError("no '-' between start and end")
+        window = time.fromisoformat(start.strip()), time.fromisoformat(end.strip())
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not HH:MM-HH:MM ({exc})") from None
+    if window[0] == window[1]:
+        raise ValueError(f"{text!r} starts and ends at the same time")
+    return window
 
 
 class Settings(BaseSettings):
@@ -65,7 +86,80 @@ class Settings(BaseSettings):
         gt=0,
         description="A silent input partition stops holding the watermark back after this (live mode).",
     )
+    # Detection rules (DESIGN: Behaviour). Channel lists are comma-separated.
+    pivot_failure_window_seconds: float = Field(
+        1800.0, ge=0, description="A failure this close before a switch makes it failure-driven."
+    )
+    cart_abandon_seconds: float = Field(
+        3600.0, gt=0, description="No purchase this long after the last cart change: abandoned."
+    )
+    checkout_abandon_seconds: float = Field(
+        1800.0, gt=0, description="No purchase this long after checkout_started: abandoned."
+    )
+    contact_abandon_seconds: float = Field(
+        86400.0, gt=0, description="No resolved contact this long after a failed one: abandoned."
+    )
+    assisted_channels: str = Field(
+        "phone,live_chat,store,video", description="A pivot onto one of these sends a hand-off."
+    )
+    handoff_history: int = Field(5, ge=1, le=100, description="Touchpoints a hand-off shows.")
+    followup_channels: str = Field(
+        "email,sms,push",
+        description="Channels a follow-up may use; equal consent times go to the first listed.",
+    )
+    followup_delay_seconds: float = Field(0.0, ge=0, description="From deadline to send_at.")
+    followup_ttl_seconds: float = Field(
+        86400.0, gt=0, description="From send_at to expires_at: after it, do not send."
+    )
+    frequency_cap_seconds: float = Field(
+        86400.0, ge=0, description="At most one follow-up per kind per customer in this window."
+    )
+    quiet_hours: str = Field(
+        "21:00-08:00", description="HH:MM-HH:MM local time that holds follow-ups; empty = none."
+    )
+    default_timezone: str = Field("UTC", description="IANA zone when a customer has none.")
+    recovery_window_seconds: float = Field(
+        7 * 86400.0, gt=0, description="A purchase this soon after send_at recovers the drop-off."
+    )
     log_level: str = Field("WARNING", description="DEBUG, INFO, WARNING, ERROR")
+
+    @field_validator("assisted_channels", "followup_channels")
+    @classmethod
+    def _known_channels(cls, value: str) -> str:
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        unknown = [name for name in names if name not in Channel.__members__]
+        if unknown:
+            raise ValueError(f"unknown channel(s) {', '.join(unknown)}")
+        if not names:
+            raise ValueError("must name at least one channel")
+        return ",".join(names)
+
+    @field_validator("followup_channels")
+    @classmethod
+    def _messaging_channels(cls, value: str) -> str:
+        other = [name for name in value.split(",") if name not in MESSAGING_CHANNELS]
+        if other:
+            raise ValueError(f"{', '.join(other)} cannot carry a follow-up (email, sms, push can)")
+        return value
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet_window(cls, value: str) -> str:
+        parse_quiet_hours(value)
+        return value
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone") from None
+        return value
+
+    @property
+    def quiet_window(self) -> tuple[time, time] | None:
+        return parse_quiet_hours(self.quiet_hours)
 
     @field_validator("log_level")
     @classmethod

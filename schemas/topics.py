@@ -15,8 +15,19 @@ JOURNEYS = "journeys"
 IDENTITY_WARNINGS = "identity.warnings"
 MERGES = "profiles.merges"
 PIVOTS = "pivots"
+"""Journey stage → sink: every channel switch, re-sent (or retracted) when a re-stitch moves it."""
 DROPOFFS = "dropoffs"
-FOLLOWUPS = "followups"
+"""Journey stage → sink: drop-offs when they fire, again when a purchase recovers them."""
+FOLLOWUP_KINDS = ("abandoned_cart", "abandoned_checkout", "abandoned_contact")
+FOLLOWUPS = tuple(f"followups.{kind}" for kind in FOLLOWUP_KINDS)
+"""Journey stage → messaging services (and the sink): one topic per drop-off kind."""
+HANDOFFS = "handoffs"
+"""Journey stage → agents' desktops (and the sink): context when a customer reaches an agent."""
+
+
+def followups(kind: str) -> str:
+    return f"followups.{kind}"
+
 
 ALL: tuple[str, ...] = (
     TOUCHPOINTS,
@@ -29,7 +40,18 @@ ALL: tuple[str, ...] = (
     MERGES,
     PIVOTS,
     DROPOFFS,
-    FOLLOWUPS,
+    *FOLLOWUPS,
+    HANDOFFS,
 )
-SINK_INPUTS: tuple[str, ...] = (STITCHED, DEAD_LETTERS, JOURNEYS, IDENTITY_WARNINGS, MERGES)
+SINK_INPUTS: tuple[str, ...] = (
+    STITCHED,
+    DEAD_LETTERS,
+    JOURNEYS,
+    IDENTITY_WARNINGS,
+    MERGES,
+    PIVOTS,
+    DROPOFFS,
+    *FOLLOWUPS,
+    HANDOFFS,
+)
 """What the ClickHouse sink consumes; end-of-run markers reach every partition of these."""

@@ -19,9 +19,13 @@ from parcours.sinks.backend import Backend
 from parcours.sinks.batch import BatchWriter
 from parcours.sinks.rows import (
     dead_letter_row,
+    dropoff_row,
+    followup_row,
+    handoff_row,
     journey_row,
     marker_row,
     merge_row,
+    pivot_row,
     touchpoint_row,
     warning_row,
 )
@@ -33,6 +37,10 @@ TABLES: dict[str, tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] = {
     "Journey": ("journeys", journey_row),
     "IdentityWarning": ("identity_warnings", warning_row),
     "ProfileMerge": ("profile_merges", merge_row),
+    "Pivot": ("pivots", pivot_row),
+    "Dropoff": ("dropoffs", dropoff_row),
+    "Followup": ("followups", followup_row),
+    "Handoff": ("handoffs", handoff_row),
 }
 
 

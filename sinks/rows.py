@@ -64,6 +64,73 @@ def merge_row(record: dict[str, Any]) -> dict[str, Any]:
     return {"loser": record["loser"], "survivor": record["survivor"]}
 
 
+def pivot_row(record: dict[str, Any]) -> dict[str, Any]:
+    return record | {
+        "occurred_at": ts(record["occurred_at"]),
+        "failure_event_id": record["failure_event_id"] or "",
+        "failure_action": record["failure_action"] or "",
+        "retracted": int(record["retracted"]),
+    }
+
+
+def dropoff_row(record: dict[str, Any]) -> dict[str, Any]:
+    return record | {
+        "deadline": ts(record["deadline"]),
+        "anchor_at": ts(record["anchor_at"]),
+        "recovered_at": ts(record["recovered_at"]),
+        "currency": record["currency"] or "",
+        "anchor_channel": record["anchor_channel"] or "",
+        "cart_id": record["cart_id"] or "",
+        "case_id": record["case_id"] or "",
+        "followup_id": record["followup_id"] or "",
+        "recovery_event_id": record["recovery_event_id"] or "",
+    }
+
+
+def followup_row(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "followup_id": record["followup_id"],
+        "profile_id": record["profile_id"],
+        "kind": record["kind"],
+        "channel": record["channel"] or "",
+        "status": record["status"],
+        "reason": record["reason"] or "",
+        "send_at": ts(record["send_at"]),
+        "expires_at": ts(record["expires_at"]),
+        "payload": record["payload"],
+        "journey_id": record["journey_id"] or "",
+        "anchor_event_id": record["anchor_event_id"] or "",
+        "deadline": ts(record["deadline"]),
+        "timezone": record["timezone"] or "",
+        "version": record["version"],
+    }
+
+
+def handoff_row(record: dict[str, Any]) -> dict[str, Any]:
+    failure = record["failure"] or {}
+    case = record["case"] or {}
+    cart = record["cart"] or {}
+    return {
+        "handoff_id": record["handoff_id"],
+        "profile_id": record["profile_id"],
+        "journey_id": record["journey_id"],
+        "event_id": record["event_id"],
+        "occurred_at": ts(record["occurred_at"]),
+        "channel": record["channel"],
+        "from_channel": record["from_channel"],
+        "failure_driven": record["failure_driven"],
+        "failure_event_id": failure.get("event_id") or "",
+        "failure_action": failure.get("action") or "",
+        "case_id": case.get("case_id") or "",
+        "case_topic": case.get("topic") or "",
+        "cart_id": cart.get("cart_id") or "",
+        "cart_value": cart.get("value"),
+        "repeat_contacts": record["repeat_contacts"],
+        "repeat_channels": record["repeat_channels"],
+        "recent": [f"{step['channel']}:{step['action']}" for step in record["recent"]],
+    }
+
+
 def dead_letter_row(record: dict[str, Any]) -> dict[str, Any]:
     return {
         "stage": record["stage"],

@@ -38,6 +38,7 @@ class Watermarks:
         self.heard: dict[int, int] = {}
         self.floor: int | None = None
         self.created = wall_ms()
+        self.finished_at: int | None = None
 
     def observe(self, source: int, watermark: int) -> None:
         self.marks[source] = max(watermark, self.marks.get(source, watermark))
@@ -47,6 +48,13 @@ class Watermarks:
         """End of a replay: every input has reached ``watermark``."""
         for source in range(self.inputs):
             self.observe(source, watermark)
+        self.floor = watermark if self.floor is None else max(self.floor, watermark)
+        self.finished_at = self.floor
+
+    @property
+    def finished(self) -> bool:
+        """Whether the last run ended here and nothing has moved time on since."""
+        return self.finished_at is not None and self.floor == self.finished_at
 
     def current(self) -> int | None:
         now = self.wall_ms()

@@ -98,6 +98,9 @@ class Outputs:
     followups: list[Fired] = field(default_factory=list)
     """Follow-ups that were created or changed status."""
     version: int = 0
+    profile_id: str = ""
+    identities: dict[str, list[str]] = field(default_factory=dict)
+    """The profile's known identities, for the messaging services and agents."""
 
     def __bool__(self) -> bool:
         return any(
@@ -241,10 +244,15 @@ class ProfileState:
     """The horizon at which a drop-off could next fire."""
     identities: dict[str, list[str]] = field(default_factory=dict)
 
-    @property
-    def expires_at(self) -> int | None:
-        """The watermark at which the open journey expires."""
-        return self.tail.last_at if self.tail else None
+    def expires_at(self, rules: Rules) -> int | None:
+        """The watermark at which the open journey expires (None: nothing to expire)."""
+        if self.tail is None:
+            return None
+        published = self.published.get(self.tail.journey_id)
+        if published is not None and published.status != "open":
+            return None
+        expires: int = self.tail.last_at + rules.journey_idle_ms
+        return expires
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -300,6 +308,18 @@ class ProfileState:
 class JourneyCore:
     def __init__(self, rules: Rules | None = None) -> None:
         self.rules = rules or Rules()
+
+    def wake(self, state: ProfileState) -> dict[str, int | None]:
+        """What the stage saves next to the state so that time passing only reloads the profiles
+        it affects: the watermark that expires a journey, the horizon that fires a drop-off."""
+        return {"expires": state.expires_at(self.rules), "due": state.due}
+
+    def is_due(self, wake: dict[str, Any], watermark: int, *, finished: bool) -> bool:
+        expires, due = wake.get("expires"), wake.get("due")
+        horizon = self.rules.horizon(watermark, finished=finished)
+        return (expires is not None and watermark >= expires) or (
+            due is not None and horizon >= due
+        )
 
     def is_late(self, occurred_at: int, watermark: int | None) -> bool:
         return watermark is not None and occurred_at < watermark - self.rules.allowed_lateness_ms
@@ -449,7 +469,9 @@ class JourneyCore:
             self._rejourney(state, out)
         if out and not (out.journeys or out.assignments):
             state.version += 1
-        out.version = state.version
+        out.version, out.profile_id = state.version, state.profile_id
+        if out.followups or out.handoffs:
+            out.identities = {kind: list(values) for kind, values in state.identities.items()}
 
     def _pivots(self, state: ProfileState, out: Outputs, pivots: dict[str, Pivot]) -> None:
         out.pivots = [p for eid, p in pivots.items() if state.pivots.get(eid) != p]
@@ -460,7 +482,7 @@ class JourneyCore:
             for p in out.pivots
             if p.to_channel in self.rules.assisted_channels
             and p.event_id not in state.handed_off
-            and not state.events[p.event_id].late
+            and self._live(state, state.events[p.event_id])
         ]
         if not assisted:
             return
@@ -473,6 +495,12 @@ class JourneyCore:
                 handoff_of(pivot, state.profile_id, state.identities, before, journey, self.rules)
             )
             state.handed_off.add(pivot.event_id)
+
+    @staticmethod
+    def _live(state: ProfileState, event: EventFacts) -> bool:
+        """Still happening: an agent can use a hand-off for it (not late, not behind the horizon
+        that an earlier call on this profile had reached)."""
+        return not event.late and (state.horizon is None or event.occurred_at > state.horizon)
 
     def _dropoffs(self, state: ProfileState, out: Outputs) -> None:
         on_time = [e for e in state.sorted_events() if not e.late]

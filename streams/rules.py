@@ -40,19 +40,3 @@ class Rules:
         at ``watermark - lateness`` may still come; at the end of a run nothing more comes.
         """
         return watermark if finished else watermark - self.allowed_lateness_ms - 1
-
-
-def parse_quiet_hours(text: str) -> tuple[time, time] | None:
-    """``"21:00-08:00"`` → (21:00, 08:00); ``""`` → no quiet hours. ValueError names the problem."""
-    if not text.strip():
-        return None
-    start, sep, end = text.partition("-")
-    if not sep:
-        raise ValueError(f"{text!r} is not HH:MM-HH:MM")
-    try:
-        window = time.fromisoformat(start.strip()), time.fromisoformat(end.strip())
-    except ValueError as exc:
-        raise ValueError(f"{text!r} is not HH:MM-HH:MM ({exc})") from None
-    if window[0] == window[1]:
-        raise ValueError(f"{text!r} starts and ends at the same time")
-    return window

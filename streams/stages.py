@@ -24,8 +24,10 @@ from parcours.schemas import topics
 from parcours.schemas.codec import Codec
 from parcours.schemas.errors import SchemaError
 from parcours.schemas.records import Source, dead_letter_record
+from parcours.schemas.sdk import is_blocklisted
 from parcours.schemas.settings import Settings
 from parcours.streams.clock import Announce, EndOfRun, Watermarks
+from parcours.streams.facts import EventFacts, facts_of
 from parcours.streams.identity import (
     Effects,
     IdentityGraph,
@@ -35,8 +37,10 @@ from parcours.streams.identity import (
 )
 from parcours.streams.ingest import DeadLetter, Forward, Ingest
 from parcours.streams.ingest import EndOfRun as RunEnds
-from parcours.streams.journey import EventFacts, JourneyCore, Outputs, ProfileState, Rules
+from parcours.streams.journey import JourneyCore, Outputs, ProfileState
 from parcours.streams.outbox import Outbox
+from parcours.streams.render import dropoff_record, followup_record, handoff_record, pivot_record
+from parcours.streams.rules import Rules
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +63,30 @@ def epoch_ms(value: datetime | int | None) -> int | None:
     return int(value.timestamp() * 1000)
 
 
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
 def rules_of(settings: Settings) -> Rules:
+    quiet = settings.quiet_window
     return Rules(
-        session_idle_ms=int(settings.session_idle_seconds * 1000),
-        journey_idle_ms=int(settings.journey_idle_seconds * 1000),
-        allowed_lateness_ms=int(settings.allowed_lateness_seconds * 1000),
+        session_idle_ms=_ms(settings.session_idle_seconds),
+        journey_idle_ms=_ms(settings.journey_idle_seconds),
+        allowed_lateness_ms=_ms(settings.allowed_lateness_seconds),
+        pivot_failure_window_ms=_ms(settings.pivot_failure_window_seconds),
+        cart_abandon_ms=_ms(settings.cart_abandon_seconds),
+        checkout_abandon_ms=_ms(settings.checkout_abandon_seconds),
+        contact_abandon_ms=_ms(settings.contact_abandon_seconds),
+        assisted_channels=tuple(settings.assisted_channels.split(",")),
+        handoff_history=settings.handoff_history,
+        followup_channels=tuple(settings.followup_channels.split(",")),
+        followup_delay_ms=_ms(settings.followup_delay_seconds),
+        followup_ttl_ms=_ms(settings.followup_ttl_seconds),
+        frequency_cap_ms=_ms(settings.frequency_cap_seconds),
+        quiet_start=quiet[0] if quiet else None,
+        quiet_end=quiet[1] if quiet else None,
+        default_timezone=settings.default_timezone,
+        recovery_window_ms=_ms(settings.recovery_window_seconds),
     )
 
 
@@ -129,6 +152,11 @@ class Stage:
             await self.dispatch(kind, record, value, source)
         except (SchemaError, KeyError, TypeError, ValueError) as exc:
             await self.dead_letter(value, f"{type(exc).__name__}: {exc}", source)
+        except Exception as exc:
+            # A bug must not stop the partition: the message is kept in the dead letters with
+            # the error, and the traceback goes to the log.
+            log.exception("failed on %s[%d]@%d", *_where(source))
+            await self.dead_letter(value, f"internal error {type(exc).__name__}: {exc}", source)
 
     async def dispatch(self, kind: str, record: dict[str, Any], raw: bytes, source: Source) -> None:
         if kind == "Watermark":
@@ -329,18 +357,27 @@ class JourneyStage(Stage):
         return ProfileState.from_json(data) if data else ProfileState(profile)
 
     def save(self, state: ProfileState, partition: int) -> None:
-        self.profiles[state.profile_id] = state.to_json() | {"partition": partition}
+        wake = self.core.wake(state)
+        self.profiles[state.profile_id] = state.to_json() | {"partition": partition, "wake": wake}
+
+    def time(self, partition: int) -> tuple[int | None, bool]:
+        clock = self.clock(partition)
+        return clock.current(), clock.finished
 
     async def on_watermark(self, partition: int, watermark: int) -> None:
-        """The journey stage is the last one: its watermark drives expiry instead of moving on."""
+        """The journey stage is the last one: its watermark expires journeys and fires drop-offs
+        (only the profiles whose saved wake-up time has come are loaded)."""
+        finished = self.clock(partition).finished
         for data in list(self.profiles.values()):
             if data.get("partition") != partition or data.get("merged_into"):
                 continue
+            if not self.core.is_due(data.get("wake") or {}, watermark, finished=finished):
+                continue
             state = ProfileState.from_json(data)
-            outputs = self.core.advance(state, watermark)
-            if outputs.journeys or outputs.assignments:
+            outputs = self.core.advance(state, watermark, finished=finished)
+            if outputs:
                 await self.publish(outputs)
-                self.save(state, partition)
+            self.save(state, partition)
 
     async def on_finished(self, partition: int) -> None:
         watermark = self.watermark(partition)
@@ -370,15 +407,12 @@ class JourneyStage(Stage):
             )
             return
         touchpoint = record["touchpoint"]
-        facts = EventFacts(
-            event_id=touchpoint["event_id"],
-            occurred_at=epoch_ms(touchpoint["occurred_at"]) or 0,
-            channel=touchpoint["channel"],
-            action=touchpoint["action"],
-            payload=base64.b64encode(raw).decode(),
-        )
-        watermark = self.clock(source.partition).current()
-        await self.publish(self.core.add(state, facts, watermark))
+        occurred_at = epoch_ms(touchpoint["occurred_at"]) or 0
+        facts = facts_of(touchpoint, occurred_at, base64.b64encode(raw).decode())
+        identities = touchpoint["identities"].items()
+        state.learn_identities({k: v for k, v in identities if not is_blocklisted(v)})
+        watermark, finished = self.time(source.partition)
+        await self.publish(self.core.add(state, facts, watermark, finished=finished))
         self.save(state, source.partition)
 
     async def on_merge(self, loser: str, survivor: str, source: Source) -> None:
@@ -407,8 +441,8 @@ class JourneyStage(Stage):
         if state.merged_into:
             await self.transfer(loser, state.merged_into, source)
             return
-        watermark = self.clock(source.partition).current()
-        await self.publish(self.core.absorb(state, loser, watermark))
+        watermark, finished = self.time(source.partition)
+        await self.publish(self.core.absorb(state, loser, watermark, finished=finished))
         self.save(state, source.partition)
 
     def downstream(self) -> tuple[str, ...]:
@@ -431,6 +465,30 @@ class JourneyStage(Stage):
             await self.out.send(
                 topics.STITCHED, "ResolvedTouchpoint", record, key=assignment.profile_id
             )
+        await self.publish_detections(outputs)
+
+    def payload_of(self, event: EventFacts) -> dict[str, Any]:
+        _, record = self.codec.decode(base64.b64decode(event.payload))
+        touchpoint: dict[str, Any] = record["touchpoint"]
+        return touchpoint
+
+    async def publish_detections(self, out: Outputs) -> None:
+        profile = out.profile_id
+        for pivot in out.pivots:
+            record = pivot_record(pivot, profile, out.version, retracted=False)
+            await self.out.send(topics.PIVOTS, "Pivot", record, key=profile)
+        for pivot in out.retracted_pivots:
+            record = pivot_record(pivot, profile, out.version, retracted=True)
+            await self.out.send(topics.PIVOTS, "Pivot", record, key=profile)
+        for handoff in out.handoffs:
+            record = handoff_record(handoff, self.payload_of)
+            await self.out.send(topics.HANDOFFS, "Handoff", record, key=profile)
+        for fired in out.dropoffs:
+            record = dropoff_record(fired, profile, out.version)
+            await self.out.send(topics.DROPOFFS, "Dropoff", record, key=profile)
+        for fired in out.followups:
+            record = followup_record(fired, profile, out.version, out.identities, self.payload_of)
+            await self.out.send(topics.followups(fired.kind), "Followup", record, key=profile)
 
 
 def _where(source: Source) -> tuple[str, int, int]:
