@@ -1,0 +1,398 @@
+"""Detections in the pure core: every rule at its edges, time zones across DST, arrival order."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, time
+from zoneinfo import ZoneInfo
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from parcours.streams.detect import Fired, hold_for_quiet_hours
+from parcours.streams.facts import EventFacts
+from parcours.streams.journey import JourneyCore, Outputs, ProfileState, Rules
+
+SEC = 1000
+MIN = 60 * SEC
+HOUR = 60 * MIN
+DAY = 24 * HOUR
+RULES = Rules()
+T0 = int(datetime(2026, 11, 24, 10, 0, tzinfo=UTC).timestamp() * 1000)
+"""10:00 UTC, outside quiet hours in UTC."""
+
+
+def ev(
+    n: int, at: int, channel: str = "web", action: str = "page_view", **facts: object
+) -> EventFacts:
+    return EventFacts(f"e{n:03d}", at, channel, action, **facts)  # type: ignore[arg-type]
+
+
+def cart(n: int, at: int, cart_id: str = "c1", items: int = 1, **facts: object) -> EventFacts:
+    return ev(
+        n,
+        at,
+        "web",
+        "add_to_cart",
+        cart_id=cart_id,
+        cart_items=items,
+        value=40.0,
+        currency="EUR",
+        **facts,
+    )
+
+
+def purchase(n: int, at: int, channel: str = "store", value: float = 40.0) -> EventFacts:
+    return ev(n, at, channel, "purchase", value=value, currency="EUR")
+
+
+def consent(n: int, at: int, channel: str = "email", granted: bool = True) -> EventFacts:
+    return ev(n, at, "web", "consent_updated", consent_channel=channel, consent_granted=granted)
+
+
+class Seen:
+    """What analysts and messaging services end up with: the latest version of every row."""
+
+    def __init__(self) -> None:
+        self.pivots: dict[str, tuple[object, ...]] = {}
+        self.dropoffs: dict[str, Fired] = {}
+        self.followups: dict[str, Fired] = {}
+        self.messages: list[tuple[str, str]] = []
+        self.handoffs: list[str] = []
+
+    def take(self, out: Outputs) -> Outputs:
+        for p in out.pivots:
+            self.pivots[p.event_id] = (
+                p.journey_id,
+                p.from_channel,
+                p.to_channel,
+                p.failure_event_id,
+            )
+        for p in out.retracted_pivots:
+            self.pivots.pop(p.event_id, None)
+        for f in out.dropoffs:
+            self.dropoffs[f.key] = f
+        for f in out.followups:
+            self.followups[f.followup_id] = f
+            self.messages.append((f.followup_id, f.status))
+        self.handoffs += [h.pivot.event_id for h in out.handoffs]
+        return out
+
+
+def run(events: list[EventFacts], until: int, rules: Rules = RULES) -> Seen:
+    """Feed in order (no watermark), then end the run with the watermark at ``until``."""
+    core, state, seen = JourneyCore(rules), ProfileState("p-1"), Seen()
+    for event in events:
+        seen.take(core.add(state, event, None))
+    seen.take(core.advance(state, until, finished=True))
+    return seen
+
+
+def only(seen: Seen) -> Fired:
+    assert len(seen.dropoffs) == 1, seen.dropoffs
+    return next(iter(seen.dropoffs.values()))
+
+
+# --- pivots -----------------------------------------------------------------------------------
+
+
+def test_a_chatbot_fallback_then_a_call_is_one_failure_driven_pivot_with_a_handoff() -> None:
+    seen = run(
+        [
+            ev(1, T0, "chatbot", "contact_started", case_id="k1", topic="billing"),
+            ev(2, T0 + MIN, "chatbot", "chatbot_fallback", case_id="k1", topic="billing"),
+            ev(3, T0 + 20 * MIN, "phone", "contact_started", case_id="k1", topic="billing"),
+        ],
+        T0 + HOUR,
+    )
+    assert list(seen.pivots.values()) == [(seen.pivots["e003"][0], "chatbot", "phone", "e002")]
+    assert seen.handoffs == ["e003"]
+
+
+def test_a_failure_exactly_thirty_minutes_before_the_switch_drives_it_one_ms_later_does_not() -> (
+    None
+):
+    for gap, cause in ((30 * MIN, "e001"), (30 * MIN + 1, None)):
+        seen = run([ev(1, T0, "web", "search_no_results"), ev(2, T0 + gap, "live_chat")], T0)
+        assert seen.pivots["e002"][3] == cause
+
+
+def test_a_contact_ended_unresolved_is_a_failure_resolved_is_not() -> None:
+    for outcome, cause in (("unresolved", "e001"), ("failed", "e001"), ("resolved", None)):
+        seen = run(
+            [ev(1, T0, "chatbot", "contact_ended", outcome=outcome), ev(2, T0 + MIN, "phone")], T0
+        )
+        assert seen.pivots["e002"][3] == cause
+
+
+def test_a_brand_message_between_two_channels_is_not_the_customers_channel() -> None:
+    seen = run(
+        [ev(1, T0, "web"), ev(2, T0 + MIN, "email", "message_sent"), ev(3, T0 + 2 * MIN, "web")], T0
+    )
+    assert seen.pivots == {}
+
+
+def test_a_pivot_to_a_self_service_channel_sends_no_handoff() -> None:
+    seen = run([ev(1, T0, "web", "search_no_results"), ev(2, T0 + MIN, "mobile_app")], T0)
+    assert list(seen.pivots) == ["e002"] and seen.handoffs == []
+
+
+def test_a_late_event_that_moves_a_pivot_retracts_the_old_one() -> None:
+    core, state, seen = JourneyCore(RULES), ProfileState("p-1"), Seen()
+    seen.take(core.add(state, ev(1, T0, "web"), None))
+    seen.take(core.add(state, ev(3, T0 + 2 * MIN, "store"), None))
+    assert seen.pivots["e003"][1] == "web"
+    seen.take(core.add(state, ev(2, T0 + MIN, "store"), None))
+    assert set(seen.pivots) == {"e002"}
+
+
+# --- drop-offs --------------------------------------------------------------------------------
+
+
+def test_a_purchase_exactly_at_the_cart_deadline_prevents_the_dropoff() -> None:
+    assert run([cart(1, T0), purchase(2, T0 + HOUR)], T0 + 2 * HOUR).dropoffs == {}
+
+
+def test_a_purchase_one_second_after_the_deadline_does_not() -> None:
+    fired = only(run([cart(1, T0), purchase(2, T0 + HOUR + SEC)], T0 + 2 * HOUR))
+    assert (fired.kind, fired.anchor.event_id, fired.deadline) == (
+        "abandoned_cart",
+        "e001",
+        T0 + HOUR,
+    )
+
+
+def test_the_dropoff_fires_when_the_horizon_reaches_the_deadline_not_one_second_before() -> None:
+    assert run([cart(1, T0)], T0 + HOUR - SEC).dropoffs == {}
+    assert only(run([cart(1, T0)], T0 + HOUR)).deadline == T0 + HOUR
+
+
+def test_a_live_watermark_waits_for_the_allowed_lateness_before_firing() -> None:
+    core, state = JourneyCore(RULES), ProfileState("p-1")
+    core.add(state, cart(1, T0), None)
+    deadline = T0 + HOUR
+    assert not core.advance(state, deadline + RULES.allowed_lateness_ms).dropoffs
+    assert core.advance(state, deadline + RULES.allowed_lateness_ms + 1).dropoffs
+
+
+def test_each_cart_change_restarts_the_timer_and_an_emptied_cart_fires_nothing() -> None:
+    fired = only(run([cart(1, T0), cart(2, T0 + 50 * MIN, items=2)], T0 + 3 * HOUR))
+    assert (fired.anchor.event_id, fired.deadline) == ("e002", T0 + 110 * MIN)
+    emptied = ev(2, T0 + 10 * MIN, "web", "remove_from_cart", cart_id="c1", cart_items=0)
+    assert run([cart(1, T0), emptied], T0 + 3 * HOUR).dropoffs == {}
+
+
+def test_checkout_supersedes_the_cart_and_there_is_one_dropoff_per_cart() -> None:
+    checkout = ev(2, T0 + 10 * MIN, "web", "checkout_started", cart_id="c1", value=40.0)
+    seen = run([cart(1, T0), checkout, cart(3, T0 + 5 * HOUR)], T0 + 10 * HOUR)
+    fired = only(seen)
+    assert (fired.kind, fired.deadline) == ("abandoned_checkout", T0 + 40 * MIN)
+
+
+def test_a_failed_contact_without_resolution_in_24h_is_abandoned() -> None:
+    failed = ev(
+        1, T0, "live_chat", "contact_ended", case_id="k1", topic="sizing", outcome="unresolved"
+    )
+    fired = only(run([failed], T0 + DAY))
+    assert (fired.kind, fired.key) == ("abandoned_contact", "case:k1")
+    resolved = ev(2, T0 + DAY, "phone", "contact_ended", case_id="k1", outcome="resolved")
+    assert run([failed, resolved], T0 + 2 * DAY).dropoffs == {}
+
+
+# --- follow-ups -------------------------------------------------------------------------------
+
+
+def test_consent_gives_a_scheduled_followup_on_the_latest_consented_channel() -> None:
+    events = [consent(1, T0 - DAY, "sms"), consent(2, T0 - HOUR, "email"), cart(3, T0)]
+    fired = only(run(events, T0 + 2 * HOUR))
+    assert (fired.status, fired.channel, fired.send_at) == ("scheduled", "email", T0 + HOUR)
+    assert fired.expires_at == T0 + HOUR + DAY
+    revoked = [*events, consent(4, T0 + MIN, "email", granted=False)]
+    assert only(run(revoked, T0 + 2 * HOUR)).channel == "sms"
+
+
+def test_without_consent_the_followup_is_suppressed_with_the_reason() -> None:
+    fired = only(run([cart(1, T0)], T0 + 2 * HOUR))
+    assert (fired.status, fired.reason, fired.channel, fired.send_at) == (
+        "suppressed",
+        "no_consent",
+        None,
+        None,
+    )
+
+
+def test_consent_given_after_the_deadline_does_not_count() -> None:
+    fired = only(run([cart(1, T0), consent(2, T0 + HOUR + 1)], T0 + 2 * HOUR))
+    assert fired.reason == "no_consent"
+
+
+def test_a_second_cart_within_24h_is_capped_and_one_exactly_24h_later_is_not() -> None:
+    for second_at, status in ((T0 + DAY - SEC, "suppressed"), (T0 + DAY, "scheduled")):
+        events = [consent(1, T0 - DAY), cart(2, T0), cart(3, second_at, cart_id="c2")]
+        seen = run(events, T0 + 3 * DAY)
+        statuses = sorted((f.anchor.event_id, f.status, f.reason) for f in seen.dropoffs.values())
+        assert statuses[0] == ("e002", "scheduled", None)
+        assert statuses[1][1] == status
+        assert statuses[1][2] == ("frequency_cap" if status == "suppressed" else None)
+
+
+def test_a_purchase_before_send_at_cancels_and_one_after_recovers() -> None:
+    paris = ZoneInfo("Europe/Paris")
+    evening = int(datetime(2026, 11, 24, 21, 30, tzinfo=paris).timestamp() * 1000)
+    morning = int(datetime(2026, 11, 25, 8, 0, tzinfo=paris).timestamp() * 1000)
+    base = [consent(1, evening - DAY), cart(2, evening, timezone="Europe/Paris")]
+    held = only(run(base, evening + 2 * HOUR))
+    assert held.send_at == morning  # quiet hours: held until 08:00 local
+    cancelled = run([*base, purchase(3, morning - MIN)], morning + HOUR)
+    assert only(cancelled).status == "cancelled" and only(cancelled).reason == "purchased"
+    assert cancelled.messages == [(held.followup_id, "cancelled")]
+    recovered = only(run([*base, purchase(3, morning + 7 * DAY, value=55.0)], morning + 8 * DAY))
+    assert (recovered.status, recovered.recovered_value) == ("scheduled", 55.0)
+    assert (
+        only(run([*base, purchase(3, morning + 7 * DAY + 1)], morning + 8 * DAY)).recovered_at
+        is None
+    )
+
+
+def test_a_purchase_arriving_after_the_followup_was_published_cancels_it() -> None:
+    core, state, seen = JourneyCore(RULES), ProfileState("p-1"), Seen()
+    paris_22h = int(datetime(2026, 11, 24, 21, 0, tzinfo=UTC).timestamp() * 1000)
+    for event in (consent(1, paris_22h - DAY), cart(2, paris_22h, timezone="Europe/Paris")):
+        seen.take(core.add(state, event, None))
+    seen.take(core.advance(state, paris_22h + 2 * HOUR, finished=True))
+    assert [status for _, status in seen.messages] == ["scheduled"]
+    seen.take(core.add(state, purchase(3, paris_22h + 3 * HOUR), None))
+    assert [status for _, status in seen.messages] == ["scheduled", "cancelled"]
+
+
+def test_the_followup_id_is_deterministic_and_a_second_run_emits_nothing_new() -> None:
+    events = [consent(1, T0 - DAY), cart(2, T0)]
+    first, second = run(events, T0 + 2 * HOUR), run(events, T0 + 2 * HOUR)
+    assert list(first.followups) == list(second.followups)
+    core, state = JourneyCore(RULES), ProfileState("p-1")
+    for event in events:
+        core.add(state, event, None)
+    core.advance(state, T0 + 2 * HOUR, finished=True)
+    again = [core.add(state, event, None) for event in events]
+    assert not any(again) and not core.advance(state, T0 + 2 * HOUR, finished=True)
+
+
+# --- quiet hours across time zones and DST ----------------------------------------------------
+
+
+def _ms(local: datetime) -> int:
+    return int(local.timestamp() * 1000)
+
+
+def _local(at_ms: int, zone: str) -> datetime:
+    return datetime.fromtimestamp(at_ms / 1000, ZoneInfo(zone))
+
+
+def test_quiet_hours_edges() -> None:
+    tz = ZoneInfo("America/New_York")
+    day = datetime(2026, 7, 1, tzinfo=tz)
+    cases = {
+        time(20, 59, 59): time(20, 59, 59),
+        time(21, 0): time(8, 0),
+        time(23, 30): time(8, 0),
+        time(7, 59, 59): time(8, 0),
+        time(8, 0): time(8, 0),
+    }
+    for at, expected in cases.items():
+        held = _local(
+            hold_for_quiet_hours(
+                _ms(day.replace(hour=at.hour, minute=at.minute, second=at.second)), tz, RULES
+            ),
+            "America/New_York",
+        )
+        assert held.time() == expected
+        assert held.date() == (day.date() if at.hour < 21 else datetime(2026, 7, 2).date())
+
+
+def test_quiet_hours_across_the_spring_and_autumn_dst_changes() -> None:
+    tz = ZoneInfo("Europe/Paris")
+    # The night of 28→29 March 2026 loses an hour: 08:00 local is 06:00 UTC, not 07:00.
+    spring = hold_for_quiet_hours(_ms(datetime(2026, 3, 28, 23, 0, tzinfo=tz)), tz, RULES)
+    assert datetime.fromtimestamp(spring / 1000, UTC) == datetime(2026, 3, 29, 6, 0, tzinfo=UTC)
+    # The night of 24→25 October 2026 gains one: 08:00 local is 07:00 UTC.
+    autumn = hold_for_quiet_hours(_ms(datetime(2026, 10, 24, 22, 0, tzinfo=tz)), tz, RULES)
+    assert datetime.fromtimestamp(autumn / 1000, UTC) == datetime(2026, 10, 25, 7, 0, tzinfo=UTC)
+
+
+def test_the_customers_time_zone_decides_quiet_hours() -> None:
+    at = (
+        int(datetime(2026, 11, 24, 5, 0, tzinfo=UTC).timestamp() * 1000) - HOUR
+    )  # deadline 05:00 UTC
+    events = [consent(1, at - DAY), cart(2, at, timezone="Asia/Tokyo")]
+    assert only(run(events, at + 2 * HOUR)).send_at == at + HOUR  # 14:00 in Tokyo: not held
+    utc = [consent(1, at - DAY), cart(2, at)]
+    held = only(run(utc, at + 2 * HOUR))
+    assert (held.timezone, _local(held.send_at or 0, "UTC").hour) == ("UTC", 8)
+
+
+def test_no_quiet_hours_when_the_rule_is_off() -> None:
+    rules = replace(RULES, quiet_start=None, quiet_end=None)
+    late_evening = int(datetime(2026, 11, 24, 22, 0, tzinfo=UTC).timestamp() * 1000)
+    fired = only(
+        run([consent(1, late_evening - DAY), cart(2, late_evening)], late_evening + 2 * HOUR, rules)
+    )
+    assert fired.send_at == late_evening + HOUR
+
+
+# --- arrival order ----------------------------------------------------------------------------
+
+KINDS = st.sampled_from(
+    ["cart", "cart2", "checkout", "purchase", "view", "consent", "failed", "resolved"]
+)
+
+
+def _make(n: int, at: int, kind: str) -> EventFacts:
+    return {
+        "cart": lambda: cart(n, at),
+        "cart2": lambda: cart(n, at, cart_id="c2"),
+        "checkout": lambda: ev(n, at, "web", "checkout_started", cart_id="c1"),
+        "purchase": lambda: purchase(n, at),
+        "view": lambda: ev(n, at, "mobile_app"),
+        "consent": lambda: consent(n, at, "sms"),
+        "failed": lambda: ev(n, at, "chatbot", "contact_ended", case_id="k", outcome="failed"),
+        "resolved": lambda: ev(n, at, "phone", "contact_ended", case_id="k", outcome="resolved"),
+    }[kind]()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rows=st.lists(st.tuples(st.integers(0, 3 * DAY), KINDS), min_size=1, max_size=20),
+    data=st.data(),
+)
+def test_arrival_order_within_the_allowed_lateness_changes_no_detection(
+    rows: list[tuple[int, str]], data: st.DataObject
+) -> None:
+    events = sorted(
+        (_make(n, T0 + at, kind) for n, (at, kind) in enumerate(rows)), key=lambda e: e.order
+    )
+    jitter = data.draw(
+        st.lists(
+            st.integers(0, RULES.allowed_lateness_ms), min_size=len(events), max_size=len(events)
+        )
+    )
+    arrival = [
+        e
+        for _, e in sorted(
+            zip(
+                [e.occurred_at + j for e, j in zip(events, jitter, strict=True)],
+                events,
+                strict=True,
+            ),
+            key=lambda p: (p[0], p[1].event_id),
+        )
+    ]
+    results = []
+    for order in (events, arrival):
+        core, state, seen, mark = JourneyCore(RULES), ProfileState("p-1"), Seen(), None
+        for event in order:
+            seen.take(core.add(state, event, mark))
+            mark = max(mark or 0, event.occurred_at)
+            seen.take(core.advance(state, mark))
+        seen.take(core.advance(state, (mark or 0) + 2 * DAY, finished=True))
+        assert not any(e.late for e in state.events.values())
+        results.append((seen.pivots, seen.dropoffs, seen.followups))
+    assert results[0] == results[1]
