@@ -1,4 +1,5 @@
-"""The demo's report: customers and journeys, channels, actions, dead letters."""
+"""The demo's report: customers and journeys, channels, pivots, hand-offs, drop-offs,
+follow-ups and recovered revenue, dead letters."""
 
 from __future__ import annotations
 
@@ -53,6 +54,38 @@ SECTIONS = (
         "Top actions",
         "SELECT action, count() AS touchpoints, uniqExact(channel) AS channels "
         "FROM {db}.touchpoints FINAL GROUP BY action ORDER BY touchpoints DESC, action LIMIT 12",
+    ),
+    (
+        "Pivots by channel pair",
+        "SELECT from_channel AS `from`, to_channel AS `to`, count() AS pivots, "
+        "countIf(failure_driven) AS failure_driven_n, "
+        "round(countIf(failure_driven) / count(), 3) AS failure_share, "
+        "round(quantileExact(0.5)(gap_seconds) / 60, 1) AS median_gap_min "
+        "FROM {db}.pivots_current GROUP BY from_channel, to_channel "
+        "ORDER BY pivots DESC, from_channel, to_channel LIMIT 15",
+    ),
+    (
+        "Hand-offs to assisted channels",
+        "SELECT channel, count() AS handoffs, countIf(failure_driven) AS after_a_failure, "
+        "countIf(repeat_contacts > 0) AS repeated_a_contact, "
+        "countIf(cart_id != '') AS with_open_cart "
+        "FROM {db}.handoffs FINAL GROUP BY channel ORDER BY handoffs DESC, channel",
+    ),
+    (
+        "Drop-offs by kind",
+        "SELECT replaceOne(kind, 'abandoned_', '') AS abandoned, count() AS dropoffs, "
+        "round(sum(coalesce(value, 0)), 2) AS value_left, countIf(recovered) AS recovered_n, "
+        "round(countIf(recovered) / count(), 3) AS recovery_rate, "
+        "round(sum(coalesce(recovered_value, 0)), 2) AS recovered_revenue "
+        "FROM {db}.dropoffs_current GROUP BY kind ORDER BY kind",
+    ),
+    (
+        "Follow-ups by status",
+        "SELECT replaceOne(kind, 'abandoned_', '') AS abandoned, status, "
+        "if(reason = '', '-', reason) AS why, count() AS followups, "
+        "countIf(channel = 'email') AS email, countIf(channel = 'sms') AS sms, "
+        "countIf(channel = 'push') AS push "
+        "FROM {db}.followups_current GROUP BY kind, status, reason ORDER BY kind, status, why",
     ),
     (
         "Dead letters by stage",

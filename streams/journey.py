@@ -381,10 +381,13 @@ class JourneyCore:
             state.events.setdefault(event_id, event)
         for jid, summary in loser.published.items():
             state.published.setdefault(jid, summary)
+        # The loser's pivots and drop-offs were published under its profile id: each is published
+        # again under this one (a blank journey id makes every pivot differ from its re-stitch;
+        # one that no longer exists is retracted).
         for event_id, pivot in loser.pivots.items():
-            state.pivots.setdefault(event_id, pivot)
-        for key, fired in loser.fired.items():
-            state.fired.setdefault(key, fired)
+            state.pivots.setdefault(event_id, replace(pivot, journey_id=""))
+        moved = [fired for key, fired in loser.fired.items() if key not in state.fired]
+        state.fired.update({fired.key: fired for fired in moved})
         state.handed_off |= loser.handed_off
         for kind, values in loser.identities.items():
             for value in values:
@@ -395,6 +398,8 @@ class JourneyCore:
         for event_id in loser.events:
             state.placed.pop(event_id, None)
         out, pivots = self._restitch(state, watermark)
+        out.dropoffs += moved
+        out.followups += moved
         self._detect(state, out, pivots, watermark, finished, rescan=True)
         return out
 
@@ -467,6 +472,10 @@ class JourneyCore:
             self._settle(state, out, [e for e in state.events.values() if e.action == PURCHASE])
         if out.assignments:
             self._rejourney(state, out)
+        # A drop-off can be touched twice in one call (moved, then re-journeyed): publish its
+        # final state once.
+        out.dropoffs = _latest(state, out.dropoffs)
+        out.followups = _latest(state, out.followups)
         if out and not (out.journeys or out.assignments):
             state.version += 1
         out.version, out.profile_id = state.version, state.profile_id
@@ -532,6 +541,11 @@ class JourneyCore:
             if journey and journey != fired.journey_id:
                 state.fired[key] = replace(fired, journey_id=journey)
                 out.dropoffs.append(state.fired[key])
+
+
+def _latest(state: ProfileState, touched: list[Fired]) -> list[Fired]:
+    keys = dict.fromkeys(fired.key for fired in touched)
+    return [state.fired[key] for key in keys]
 
 
 def _journey_of(state: ProfileState, event_id: str) -> str:

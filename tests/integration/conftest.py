@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from parcours.deploy.stack import Stack, clear_state, embedded_stack, write_state
+from parcours.schemas.kafka import consumer_config, topic_partitions
+from parcours.schemas.producer import codec_for
 from parcours.schemas.settings import Settings, load_settings
 from parcours.sinks.backend import Backend, rows_of
 from parcours.sinks.client import open_reader
@@ -111,3 +114,36 @@ def eventually(probe: Callable[[], T], accept: Callable[[T], bool], timeout: flo
 
 def query(reader: Backend, sql: str) -> list[dict[str, Any]]:
     return rows_of(reader.query(sql.replace("{db}", reader.database)))
+
+
+def topic_records(
+    settings: Settings, name: str, run_id: str, timeout: float = 60.0
+) -> list[tuple[str, dict[str, Any]]]:
+    """Every record on topic ``name`` before run ``run_id``'s end-of-run markers, which reach
+    each partition after everything the run produced there: (schema name, record) pairs."""
+    topic = settings.topic(name)
+    partitions = topic_partitions(settings, topic)
+    consumer = Consumer(consumer_config(settings, f"test-{uuid.uuid4().hex[:8]}"))
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+    codec = codec_for(settings)
+    records: list[tuple[str, dict[str, Any]]] = []
+    ended: set[int] = set()
+    deadline = time.monotonic() + timeout
+    try:
+        while len(ended) < partitions:
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"{topic}: no end-of-run marker on partitions {set(range(partitions)) - ended}"
+                )
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            kind, record = codec.decode(msg.value() or b"")
+            if kind.endswith(".Marker"):
+                if record["run_id"] == run_id:
+                    ended.add(msg.partition())
+                continue
+            records.append((kind.rsplit(".", 1)[-1], record))
+    finally:
+        consumer.close()
+    return records

@@ -34,6 +34,13 @@ SNAPSHOT = {
     "touchpoints, pivots, sessions FROM {db}.journeys_current ORDER BY journey_id",
     "warnings": "SELECT identity, crm_id, event_id, occurred_at FROM {db}.identity_warnings FINAL "
     "ORDER BY identity, crm_id",
+    "pivots": "SELECT event_id, journey_id, profile_id, from_channel, to_channel, gap_seconds, "
+    "failure_driven, failure_event_id FROM {db}.pivots_current ORDER BY event_id",
+    "dropoffs": "SELECT kind, anchor_event_id, journey_id, profile_id, deadline, value, "
+    "followup_id, recovered, recovered_value FROM {db}.dropoffs_current "
+    "ORDER BY kind, anchor_event_id",
+    "followups": "SELECT followup_id, profile_id, kind, channel, status, reason, send_at, "
+    "expires_at, payload FROM {db}.followups_current ORDER BY followup_id",
 }
 
 
@@ -95,6 +102,9 @@ def test_the_reference_day_has_merges_warnings_and_cross_channel_journeys(
     assert len({row["profile_id"] for row in one_by_one["touchpoints"]}) > 100
     assert any(len(j["channels"]) >= 2 for j in one_by_one["journeys"])
     assert len(one_by_one["warnings"]) >= 2
+    assert any(p["failure_driven"] for p in one_by_one["pivots"])
+    assert {d["kind"] for d in one_by_one["dropoffs"]} >= {"abandoned_cart", "abandoned_checkout"}
+    assert {f["status"] for f in one_by_one["followups"]} >= {"scheduled", "suppressed"}
 
 
 def test_four_partitions_and_two_workers_give_identical_results(

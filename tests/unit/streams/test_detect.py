@@ -55,7 +55,7 @@ class Seen:
     def __init__(self) -> None:
         self.pivots: dict[str, tuple[object, ...]] = {}
         self.dropoffs: dict[str, Fired] = {}
-        self.followups: dict[str, Fired] = {}
+        self.followups: dict[str, tuple[object, ...]] = {}
         self.messages: list[tuple[str, str]] = []
         self.handoffs: list[str] = []
 
@@ -72,7 +72,7 @@ class Seen:
         for f in out.dropoffs:
             self.dropoffs[f.key] = f
         for f in out.followups:
-            self.followups[f.followup_id] = f
+            self.followups[f.followup_id] = (f.status, f.reason, f.channel, f.send_at, f.expires_at)
             self.messages.append((f.followup_id, f.status))
         self.handoffs += [h.pivot.event_id for h in out.handoffs]
         return out
@@ -396,3 +396,19 @@ def test_arrival_order_within_the_allowed_lateness_changes_no_detection(
         assert not any(e.late for e in state.events.values())
         results.append((seen.pivots, seen.dropoffs, seen.followups))
     assert results[0] == results[1]
+
+
+def test_a_merge_publishes_the_losers_pivots_and_dropoffs_again_under_the_survivor() -> None:
+    core, survivor, loser = JourneyCore(RULES), ProfileState("p-1"), ProfileState("p-2")
+    core.add(survivor, ev(1, T0 - DAY, "store"), None)
+    core.add(loser, ev(2, T0, "web"), None)
+    core.add(loser, ev(3, T0 + MIN, "mobile_app"), None)
+    core.add(loser, cart(4, T0 + 2 * MIN), None)
+    assert core.advance(loser, T0 + 2 * HOUR, finished=True).dropoffs
+    out = core.absorb(survivor, loser, T0 + 2 * HOUR, finished=True)
+    assert out.profile_id == "p-1"
+    # store → web (the histories join into one journey), web → app, app → web: all re-sent.
+    assert [p.event_id for p in out.pivots] == ["e002", "e003", "e004"]
+    assert [f.anchor.event_id for f in out.dropoffs] == ["e004"]
+    assert [f.followup_id for f in out.followups] == [f.followup_id for f in out.dropoffs]
+    assert out.dropoffs[0].journey_id == out.pivots[0].journey_id
