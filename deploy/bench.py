@@ -5,23 +5,31 @@ from __future__ import annotations
 import os
 import platform
 import tempfile
+import threading
 import time
-from collections import deque
+import uuid
+from collections import Counter, deque
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import Consumer
 from parcours.deploy.generate import generate, write_jsonl
 from parcours.deploy.replay import replay
 from parcours.deploy.stack import embedded_stack
+from parcours.schemas import topics
 from parcours.schemas.codec import Codec
+from parcours.schemas.kafka import consumer_config
+from parcours.schemas.producer import TouchpointProducer, codec_for
 from parcours.schemas.records import Source
 from parcours.schemas.sdk import parse_touchpoint
 from parcours.schemas.settings import Settings
 from parcours.sinks.backend import rows_of
 from parcours.sinks.client import open_reader
+from parcours.streams.facts import facts_of
 from parcours.streams.identity import IdentityGraph, profile_id, usable_identities
 from parcours.streams.ingest import Ingest
-from parcours.streams.journey import EventFacts, JourneyCore, ProfileState
+from parcours.streams.journey import JourneyCore, Outputs, ProfileState
 
 
 def machine() -> dict[str, Any]:
@@ -61,19 +69,19 @@ def bench_core(events: int) -> dict[str, Any]:
 
 def bench_stitching(events: int) -> dict[str, Any]:
     """The pure core of the identity and journey stages, single-threaded, no Kafka, no codec:
-    identity graph (links delivered in-process), merges, journey stitching, per event."""
+    identity graph (links delivered in-process), merges, journey stitching and detections
+    (pivots, hand-offs, drop-off timers, follow-ups), per event."""
     touchpoints = [parse_touchpoint(e) for e in generate(events, seed=11)]
     inputs = [
         (
             usable_identities(tp.identities, tp.event_id),
-            EventFacts(
-                tp.event_id, int(tp.occurred_at.timestamp() * 1000), tp.channel.value, tp.action
-            ),
+            facts_of(tp.to_avro(), int(tp.occurred_at.timestamp() * 1000)),
         )
         for tp in touchpoints
     ]
     graph, core = IdentityGraph({}), JourneyCore()
     profiles: dict[str, ProfileState] = {}
+    detected = Counter[str]()
     started = time.perf_counter()
     for identities, facts in inputs:
         _, effects = graph.observe(identities, facts.event_id, facts.occurred_at)
@@ -85,16 +93,28 @@ def bench_stitching(events: int) -> dict[str, Any]:
         for merge in merges:
             if merge.loser in profiles:
                 survivor = profiles.setdefault(merge.survivor, ProfileState(merge.survivor))
-                core.absorb(survivor, profiles.pop(merge.loser), None)
+                _count(detected, core.absorb(survivor, profiles.pop(merge.loser), None))
         profile = profile_id(graph.label_of(identities[0]))
-        core.add(profiles.setdefault(profile, ProfileState(profile)), facts, None)
+        state = profiles.setdefault(profile, ProfileState(profile))
+        _count(detected, core.add(state, facts, facts.occurred_at))
+    end = max(facts.occurred_at for _, facts in inputs)
+    for state in profiles.values():
+        _count(detected, core.advance(state, end, finished=True))
     seconds = time.perf_counter() - started
     return {
         "events": events,
         "profiles": len(profiles),
         "events_per_second": round(events / seconds),
         "microseconds_per_event": round(seconds / events * 1e6, 1),
+        "detected": dict(sorted(detected.items())),
     }
+
+
+def _count(counter: Counter[str], out: Outputs) -> None:
+    counter["pivots"] += len(out.pivots)
+    counter["handoffs"] += len(out.handoffs)
+    counter["dropoffs"] += sum(1 for f in out.dropoffs if f.recovered_at is None)
+    counter["followups"] += len(out.followups)
 
 
 def bench_pipeline(
@@ -144,4 +164,116 @@ def run_bench(settings: Settings, events: int, partitions: int, workers: int) ->
         "ingest_core": bench_core(min(events, 50_000)),
         "journey_core": bench_stitching(min(events, 50_000)),
         "end_to_end": bench_pipeline(settings, events, partitions, workers),
+        "followup_latency": bench_followup_latency(settings, partitions, workers),
     }
+
+
+def bench_followup_latency(
+    settings: Settings, partitions: int, workers: int, carts: int = 40
+) -> dict[str, Any]:
+    """Live mode: how long after a cart's deadline passes its follow-up is on the topic.
+
+    Touchpoints are stamped with the wall clock and a steady trickle of page views keeps every
+    partition's watermark moving, as production traffic does. A follow-up can only go once the
+    watermark is the allowed lateness past the deadline (a purchase may still be on its way), so
+    the lateness is set to 2 s here and reported; the rest is the pipeline's own delay. Times are
+    the deadline and the Kafka timestamp the worker gave the follow-up.
+    """
+    lateness, abandon = 2.0, 5.0
+    with tempfile.TemporaryDirectory(prefix="parcours-latency-") as tmp:
+        isolated = {
+            "data_dir": Path(tmp) / "data",
+            "clickhouse_url": None,
+            "kafka_bootstrap": None,
+            "partitions": partitions,
+            "allowed_lateness_seconds": lateness,
+            "cart_abandon_seconds": abandon,
+            "quiet_hours": "",
+        }
+        with embedded_stack(settings.model_copy(update=isolated), workers=workers) as stack:
+            delays = _followup_delays(stack.settings, carts, abandon)
+    beyond = [d - lateness * 1000 for d in delays]
+    return {
+        "followups": len(delays),
+        "allowed_lateness_ms": int(lateness * 1000),
+        "deadline_to_topic_ms": _percentiles(delays),
+        "beyond_lateness_ms": _percentiles(beyond),
+    }
+
+
+QUANTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    if not ordered:
+        return {}
+    at = {name: ordered[min(len(ordered) - 1, int(q * len(ordered)))] for name, q in QUANTILES}
+    return {name: round(value) for name, value in at.items()}
+
+
+def _followup_delays(settings: Settings, carts: int, abandon: float) -> list[float]:
+    consumer = Consumer(consumer_config(settings, f"latency-{uuid.uuid4().hex[:6]}"))
+    consumer.subscribe([settings.topic(topics.followups("abandoned_cart"))])
+    codec = codec_for(settings)
+    deadlines: dict[str, float] = {}
+    delays: list[float] = []
+    stop = threading.Event()
+    with TouchpointProducer(settings) as producer:
+        trickle = threading.Thread(target=_trickle, args=(producer, stop), daemon=True)
+        trickle.start()
+        try:
+            for n in range(carts):
+                now = datetime.now(UTC)
+                event_id = f"lat-{uuid.uuid4().hex[:10]}"
+                producer.send(_cart_event(event_id, now, n))
+                deadlines[event_id] = now.timestamp() * 1000 + abandon * 1000
+                time.sleep(0.25)
+            limit = time.monotonic() + 120
+            while len(delays) < carts and time.monotonic() < limit:
+                msg = consumer.poll(0.5)
+                if msg is None or msg.error():
+                    continue
+                _, record = codec.decode(msg.value() or b"")
+                anchor = record.get("anchor_event_id")
+                if anchor in deadlines:
+                    delays.append(msg.timestamp()[1] - deadlines.pop(anchor))
+        finally:
+            stop.set()
+            trickle.join()
+            consumer.close()
+    return delays
+
+
+def _cart_event(event_id: str, at: datetime, n: int) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "occurred_at": at.isoformat(),
+        "channel": "web",
+        "action": "add_to_cart",
+        "identities": {"crm_id": f"latency-{event_id}"},
+        "cart": {
+            "cart_id": f"cart-{event_id}",
+            "items": [{"sku": f"sku-{n}", "quantity": 1, "unit_price": 10.0}],
+            "value": 10.0,
+            "currency": "EUR",
+        },
+        "attributes": {"consent_channel": "email", "consent_granted": "true"},
+    }
+
+
+def _trickle(producer: TouchpointProducer, stop: threading.Event) -> None:
+    """Page views from 64 visitors, 20 a second, so that every partition keeps talking."""
+    n = 0
+    while not stop.is_set():
+        n += 1
+        producer.send(
+            {
+                "event_id": f"tick-{uuid.uuid4().hex[:12]}",
+                "occurred_at": datetime.now(UTC).isoformat(),
+                "channel": "web",
+                "action": "page_view",
+                "identities": {"anonymous_id": f"visitor-{n % 64}"},
+            }
+        )
+        stop.wait(0.05)

@@ -403,6 +403,25 @@ class JourneyCore:
         self._detect(state, out, pivots, watermark, finished, rescan=True)
         return out
 
+    def republish(self, state: ProfileState) -> Outputs:
+        """Everything this profile has published, again, with a new version: a worker that
+        takes a partition over cannot know which of the last owner's outputs reached Kafka
+        (its state may have been saved while some of its outputs were lost with it)."""
+        state.version += 1
+        out = Outputs(version=state.version, profile_id=state.profile_id)
+        out.journeys = [_versioned(j, state.version) for j in state.published.values()]
+        out.assignments = [
+            _assignment(state.events[eid], state.profile_id, place, state.version)
+            for eid, place in state.placed.items()
+            if eid in state.events
+        ]
+        out.pivots = list(state.pivots.values())
+        out.dropoffs = out.followups = list(state.fired.values())
+        out.identities = {kind: list(values) for kind, values in state.identities.items()}
+        for summary in out.journeys:
+            state.published[summary.journey_id] = summary
+        return out
+
     def advance(
         self, state: ProfileState, watermark: int | None, *, finished: bool = False
     ) -> Outputs:

@@ -49,8 +49,9 @@ Table = MutableMapping[str, dict[str, Any]]
 
 WATERMARK_EVERY_MS = 1000
 """How often (wall clock) a task tells the next stage how far its event time has got."""
-EXPIRY_SCAN_EVERY_MS = 10_000
-"""How often (wall clock, live mode) the journey stage looks for journeys its watermark expired."""
+EXPIRY_SCAN_EVERY_MS = 2_000
+"""How often (wall clock, live mode) the journey stage looks for journeys its watermark expired
+and drop-offs it made due: a pass only reads each profile's saved wake-up times."""
 
 
 def wall_ms() -> int:
@@ -351,10 +352,28 @@ class JourneyStage(Stage):
         super().__init__(settings, codec, outbox, control)
         self.profiles = profiles
         self.core = JourneyCore(rules_of(settings))
+        self.owned: set[int] = set()
 
     def load(self, profile: str) -> ProfileState:
         data = self.profiles.get(profile)
-        return ProfileState.from_json(data) if data else ProfileState(profile)
+        state = ProfileState.from_json(data) if data else ProfileState(profile)
+        # Versions follow the wall clock as well as the state: after a crash the restored state
+        # can be older than outputs its last owner already published, and what is published
+        # now must replace those.
+        state.version = max(state.version, wall_ms() * 1000)
+        return state
+
+    async def take_over(self, partition: int) -> None:
+        """The first time this process handles ``partition``: publish every profile again."""
+        if partition in self.owned:
+            return
+        self.owned.add(partition)
+        for key, data in list(self.profiles.items()):
+            if data.get("partition") != partition or data.get("merged_into"):
+                continue
+            state = self.load(key)
+            await self.publish(self.core.republish(state))
+            self.save(state, partition)
 
     def save(self, state: ProfileState, partition: int) -> None:
         wake = self.core.wake(state)
@@ -383,6 +402,10 @@ class JourneyStage(Stage):
         watermark = self.watermark(partition)
         if watermark is not None:
             await self.on_watermark(partition, watermark)
+
+    async def dispatch(self, kind: str, record: dict[str, Any], raw: bytes, source: Source) -> None:
+        await self.take_over(source.partition)
+        await super().dispatch(kind, record, raw, source)
 
     async def on_record(
         self, kind: str, record: dict[str, Any], raw: bytes, source: Source

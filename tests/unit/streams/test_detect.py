@@ -412,3 +412,19 @@ def test_a_merge_publishes_the_losers_pivots_and_dropoffs_again_under_the_surviv
     assert [f.anchor.event_id for f in out.dropoffs] == ["e004"]
     assert [f.followup_id for f in out.followups] == [f.followup_id for f in out.dropoffs]
     assert out.dropoffs[0].journey_id == out.pivots[0].journey_id
+
+
+def test_republish_sends_everything_again_with_a_higher_version() -> None:
+    core, state = JourneyCore(RULES), ProfileState("p-1")
+    for event in (consent(1, T0 - DAY), ev(2, T0, "web", "search_no_results"), cart(3, T0 + MIN)):
+        core.add(state, event, None)
+    core.add(state, ev(4, T0 + 2 * MIN, "phone"), None)
+    before = core.advance(state, T0 + 2 * HOUR, finished=True)
+    again = core.republish(state)
+    assert again.version > before.version
+    assert {a.event.event_id for a in again.assignments} == {"e001", "e002", "e003", "e004"}
+    assert [p.event_id for p in again.pivots] == ["e004"]
+    assert [f.anchor.event_id for f in again.dropoffs] == ["e003"] == [
+        f.anchor.event_id for f in again.followups
+    ]
+    assert {j.version for j in again.journeys} == {again.version}
