@@ -424,7 +424,9 @@ def test_republish_sends_everything_again_with_a_higher_version() -> None:
     assert again.version > before.version
     assert {a.event.event_id for a in again.assignments} == {"e001", "e002", "e003", "e004"}
     assert [p.event_id for p in again.pivots] == ["e004"]
-    assert [f.anchor.event_id for f in again.dropoffs] == ["e003"] == [
-        f.anchor.event_id for f in again.followups
-    ]
+    assert (
+        [f.anchor.event_id for f in again.dropoffs]
+        == ["e003"]
+        == [f.anchor.event_id for f in again.followups]
+    )
     assert {j.version for j in again.journeys} == {again.version}
