@@ -15,6 +15,7 @@ import base64
 import json
 import logging
 import time
+import uuid
 from collections.abc import MutableMapping
 from dataclasses import asdict
 from datetime import datetime
@@ -353,6 +354,7 @@ class JourneyStage(Stage):
         self.profiles = profiles
         self.core = JourneyCore(rules_of(settings))
         self.owned: set[int] = set()
+        self.process = uuid.uuid4().hex
 
     def load(self, profile: str) -> ProfileState:
         data = self.profiles.get(profile)
@@ -364,10 +366,15 @@ class JourneyStage(Stage):
         return state
 
     async def take_over(self, partition: int) -> None:
-        """The first time this process handles ``partition``: publish every profile again."""
-        if partition in self.owned:
+        """When ``partition`` comes to this process (start, rebalance, a dead worker's share):
+        publish every profile of it again. faust publishes an agent's sends when it commits the
+        offset, while table changes go out at once, so a killed owner can leave state behind
+        whose outputs never left; the ``control`` table says who handled the partition last."""
+        key = f"journey-owner:{partition}"
+        if partition in self.owned and self.control.get(key) == {"owner": self.process}:
             return
         self.owned.add(partition)
+        self.control[key] = {"owner": self.process}
         for key, data in list(self.profiles.items()):
             if data.get("partition") != partition or data.get("merged_into"):
                 continue
