@@ -119,29 +119,30 @@ def query(reader: Backend, sql: str) -> list[dict[str, Any]]:
 def topic_records(
     settings: Settings, name: str, run_id: str, timeout: float = 60.0
 ) -> list[tuple[str, dict[str, Any]]]:
-    """Every record on topic ``name`` before run ``run_id``'s end-of-run markers, which reach
-    each partition after everything the run produced there: (schema name, record) pairs."""
+    """Every record on topic ``name`` before run ``run_id``'s end-of-run markers: each task
+    upstream sends one to every partition after everything it produced there, so a partition is
+    complete once it has the markers of all of them. Returns (schema name, record) pairs."""
     topic = settings.topic(name)
     partitions = topic_partitions(settings, topic)
     consumer = Consumer(consumer_config(settings, f"test-{uuid.uuid4().hex[:8]}"))
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
     codec = codec_for(settings)
     records: list[tuple[str, dict[str, Any]]] = []
-    ended: set[int] = set()
+    markers: dict[int, set[int]] = {p: set() for p in range(partitions)}
+    expected: dict[int, int] = {}
     deadline = time.monotonic() + timeout
     try:
-        while len(ended) < partitions:
+        while any(len(markers[p]) < expected.get(p, 1) for p in range(partitions)):
             if time.monotonic() > deadline:
-                pytest.fail(
-                    f"{topic}: no end-of-run marker on partitions {set(range(partitions)) - ended}"
-                )
+                pytest.fail(f"{topic}: end-of-run markers incomplete: {markers}")
             msg = consumer.poll(0.5)
             if msg is None or msg.error():
                 continue
             kind, record = codec.decode(msg.value() or b"")
             if kind.endswith(".Marker"):
                 if record["run_id"] == run_id:
-                    ended.add(msg.partition())
+                    markers[msg.partition()].add(record["source_partition"])
+                    expected[msg.partition()] = record["source_partitions"]
                 continue
             records.append((kind.rsplit(".", 1)[-1], record))
     finally:
