@@ -15,6 +15,7 @@ from typing import Any
 
 from parcours.streams.detect import (
     SCHEDULED,
+    Dropoff,
     Fired,
     Handoff,
     Left,
@@ -483,6 +484,8 @@ class JourneyCore:
         if appended is not None and not state.events[appended.event_id].late:
             state.due = _min(state.due, arming_deadline(appended, self.rules))
         due = state.due is not None and state.horizon is not None and state.horizon >= state.due
+        if rescan:
+            self._replan(state, out)
         if due or rescan:
             self._dropoffs(state, out)
         if appended is not None and appended.action == PURCHASE:
@@ -540,6 +543,25 @@ class JourneyCore:
             out.dropoffs.append(planned)
             out.followups.append(planned)
 
+    def _replan(self, state: ProfileState, out: Outputs) -> None:
+        """A merge can reveal consent, a time zone or an earlier follow-up that the drop-offs
+        fired on either side did not know: their follow-ups are planned again from the merged
+        history (same ids; a drop-off that fired stays fired), so the result does not depend on
+        whether the merge came before or after the deadlines."""
+        on_time = [e for e in state.sorted_events() if not e.late]
+        earlier: list[Fired] = []
+        for fired in sorted(state.fired.values(), key=lambda f: (f.deadline, f.key)):
+            dropoff = Dropoff(fired.kind, fired.key, fired.anchor, fired.deadline)
+            journey = _journey_of(state, fired.anchor.event_id) or fired.journey_id
+            planned = plan_followup(dropoff, journey, on_time, earlier, self.rules)
+            earlier.append(planned)
+            if planned == fired:
+                continue
+            state.fired[fired.key] = planned
+            out.dropoffs.append(planned)
+            if _message(planned) != _message(fired):
+                out.followups.append(planned)
+
     def _settle(self, state: ProfileState, out: Outputs, purchases: list[EventFacts]) -> None:
         for key, fired in list(state.fired.items()):
             if fired.status != SCHEDULED:
@@ -560,6 +582,11 @@ class JourneyCore:
             if journey and journey != fired.journey_id:
                 state.fired[key] = replace(fired, journey_id=journey)
                 out.dropoffs.append(state.fired[key])
+
+
+def _message(fired: Fired) -> tuple[object, ...]:
+    """What a messaging service acts on."""
+    return fired.status, fired.reason, fired.channel, fired.send_at, fired.expires_at
 
 
 def _latest(state: ProfileState, touched: list[Fired]) -> list[Fired]:

@@ -430,3 +430,17 @@ def test_republish_sends_everything_again_with_a_higher_version() -> None:
         == [f.anchor.event_id for f in again.followups]
     )
     assert {j.version for j in again.journeys} == {again.version}
+
+
+def test_a_merge_that_reveals_consent_plans_the_followup_again() -> None:
+    core, survivor, loser = JourneyCore(RULES), ProfileState("p-1"), ProfileState("p-2")
+    core.add(loser, consent(1, T0 - DAY, "sms"), None)
+    core.add(survivor, cart(2, T0), None)
+    fired = core.advance(survivor, T0 + 2 * HOUR, finished=True).followups
+    assert [(f.status, f.reason) for f in fired] == [("suppressed", "no_consent")]
+    out = core.absorb(survivor, loser, T0 + 2 * HOUR, finished=True)
+    assert [(f.followup_id, f.status, f.channel) for f in out.followups] == [
+        (fired[0].followup_id, "scheduled", "sms")
+    ]
+    # The same history as one profile from the start gives the same follow-up.
+    assert only(run([consent(1, T0 - DAY, "sms"), cart(2, T0)], T0 + 2 * HOUR)).channel == "sms"
