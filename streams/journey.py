@@ -377,9 +377,11 @@ class JourneyCore:
         *,
         finished: bool = False,
     ) -> Outputs:
-        """``loser``'s events and journeys now belong to ``state``: stitch them as one history."""
-        for event_id, event in loser.events.items():
-            state.events.setdefault(event_id, event)
+        """``loser``'s events and journeys now belong to ``state``: stitch them as one history.
+        Absorbing the same loser again (a repeated transfer) changes nothing."""
+        arrived = [eid for eid in loser.events if eid not in state.events]
+        for event_id in arrived:
+            state.events[event_id] = loser.events[event_id]
         for jid, summary in loser.published.items():
             state.published.setdefault(jid, summary)
         # The loser's pivots and drop-offs were published under its profile id: each is published
@@ -396,7 +398,7 @@ class JourneyCore:
         state.horizon = _max(state.horizon, loser.horizon)
         state.version = max(state.version, loser.version)
         # Every absorbed event changes profile, so each is re-placed even if its journey is unchanged.
-        for event_id in loser.events:
+        for event_id in arrived:
             state.placed.pop(event_id, None)
         out, pivots = self._restitch(state, watermark)
         out.dropoffs += moved

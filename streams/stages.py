@@ -446,15 +446,17 @@ class JourneyStage(Stage):
         self.save(state, source.partition)
 
     async def on_merge(self, loser: str, survivor: str, source: Source) -> None:
-        state = self.load(loser)
-        if state.merged_into or loser == survivor:
+        """Send ``loser``'s state to the survivor. Each time a merge for it comes (the identity
+        stage sends one per relabelled identity, and a redelivery after a crash comes again), the
+        state is sent again: the transfer of a killed worker may never have left, and the
+        survivor absorbs a repeated one without a trace."""
+        if loser == survivor:
             return
-        state.merged_into = survivor
+        state = self.load(loser)
+        state.merged_into = state.merged_into or survivor
         if state.events:
-            await self.transfer(state, survivor, source)
-        self.save(
-            ProfileState(loser, merged_into=survivor, version=state.version), source.partition
-        )
+            await self.transfer(state, state.merged_into, source)
+        self.save(state, source.partition)
 
     async def transfer(self, loser: ProfileState, survivor: str, source: Source) -> None:
         """Send ``loser``'s whole state to the survivor's partition."""

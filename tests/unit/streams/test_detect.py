@@ -444,3 +444,14 @@ def test_a_merge_that_reveals_consent_plans_the_followup_again() -> None:
     ]
     # The same history as one profile from the start gives the same follow-up.
     assert only(run([consent(1, T0 - DAY, "sms"), cart(2, T0)], T0 + 2 * HOUR)).channel == "sms"
+
+
+def test_absorbing_the_same_loser_twice_changes_nothing_the_second_time() -> None:
+    core, survivor, loser = JourneyCore(RULES), ProfileState("p-1"), ProfileState("p-2")
+    core.add(survivor, ev(1, T0, "store"), None)
+    for event in (consent(2, T0 + MIN), cart(3, T0 + 2 * MIN), ev(4, T0 + 3 * MIN, "phone")):
+        core.add(loser, event, None)
+    core.advance(loser, T0 + 2 * HOUR, finished=True)
+    copy = ProfileState.from_json(loser.to_json())
+    assert core.absorb(survivor, loser, T0 + 2 * HOUR, finished=True)
+    assert not core.absorb(survivor, copy, T0 + 2 * HOUR, finished=True)
