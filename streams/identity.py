@@ -73,6 +73,8 @@ class Node:
     # crm id → its earliest (occurred_at, event_id) claim on this node. Which crm a shared node
     # joined depends on arrival order; the set of claimants and their first claims does not.
     claims: dict[str, tuple[int, str]] = field(default_factory=dict)
+    # Labels this node had before its current one: the merges it announced.
+    replaced: list[str] = field(default_factory=list)
 
     def claim(self, crm: str, occurred_at: int, event_id: str) -> bool:
         """Record a crm's claim; True if it is the crm's first or an earlier one."""
@@ -85,13 +87,14 @@ class Node:
     def to_json(self) -> dict[str, Any]:
         claims = {crm: list(first) for crm, first in self.claims.items()}
         neighbours = {key: list(first) for key, first in self.neighbours.items()}
-        return {"label": self.label, "neighbours": neighbours, "claims": claims}
+        data = {"label": self.label, "neighbours": neighbours, "claims": claims}
+        return data | ({"replaced": self.replaced} if self.replaced else {})
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Node:
         claims = {crm: (int(at), str(eid)) for crm, (at, eid) in data.get("claims", {}).items()}
         neighbours = {k: (int(at), str(eid)) for k, (at, eid) in data["neighbours"].items()}
-        return cls(data["label"], neighbours, claims)
+        return cls(data["label"], neighbours, claims, list(data.get("replaced", ())))
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,8 @@ class IdentityGraph:
 
     def __init__(self, nodes: MutableMapping[str, dict[str, Any]]) -> None:
         self.nodes = nodes
+        self.tags: dict[str, Any] = {}
+        """Saved with every node (the worker records the node's partition)."""
 
     def label_of(self, identity: str) -> str:
         data = self.nodes.get(identity)
@@ -181,6 +186,7 @@ class IdentityGraph:
             effects.merges.append(
                 Merge(profile_id(node.label), profile_id(link.label), link.target)
             )
+            node.replaced.append(node.label)
             node.label = link.label
             effects.links.extend(self._spread(link.target, node, exclude=link.sender, cause=link))
         elif label_order(node.label) < label_order(link.label):
@@ -210,4 +216,17 @@ class IdentityGraph:
         return Node.from_json(data) if data else Node(key)
 
     def _save(self, key: str, node: Node) -> None:
-        self.nodes[key] = node.to_json()
+        self.nodes[key] = node.to_json() | self.tags
+
+    def announce(self, key: str) -> Effects:
+        """Everything node ``key`` has told others, again: a link to each neighbour with its label
+        and the merge of each label it replaced. Receivers ignore what they already know; a new
+        owner of the node's partition sends this because the last owner's messages may have died
+        with it after the node was saved."""
+        node = self._node(key)
+        effects = Effects()
+        for neighbour, (at, event_id) in sorted(node.neighbours.items()):
+            effects.links.append(Link(neighbour, key, node.label, event_id, at))
+        survivor = profile_id(node.label)
+        effects.merges = [Merge(profile_id(old), survivor, key) for old in node.replaced]
+        return effects

@@ -285,6 +285,26 @@ class IdentityStage(Stage):
     ) -> None:
         super().__init__(settings, codec, outbox, control)
         self.graph = IdentityGraph(nodes)
+        self.nodes = nodes
+        self.process = uuid.uuid4().hex
+
+    async def dispatch(self, kind: str, record: dict[str, Any], raw: bytes, source: Source) -> None:
+        await self.take_over(source.partition)
+        self.graph.tags = {"partition": source.partition}
+        await super().dispatch(kind, record, raw, source)
+
+    async def take_over(self, partition: int) -> None:
+        """When ``partition`` comes to this process, its nodes announce their links and merges
+        again (see ``IdentityGraph.announce``)."""
+        key = f"identity-owner:{partition}"
+        if self.control.get(key) == {"owner": self.process}:
+            return
+        self.control[key] = {"owner": self.process}
+        for node, data in list(self.nodes.items()):
+            if data.get("partition") == partition:
+                await self.publish(
+                    self.graph.announce(node), Source(self.input_topic, partition, -1, 0)
+                )
 
     async def on_record(
         self, kind: str, record: dict[str, Any], raw: bytes, source: Source

@@ -187,3 +187,19 @@ def test_kiosk_warnings_do_not_depend_on_arrival_order(seed: int, order: list[in
         results.append({k: (w.event_id, w.occurred_at) for k, w in net.warnings.items()})
     assert results[0] == results[1]
     assert set(results[0]) == {("device_id:kiosk", f"crm_id:c-{n}") for n in (1, 2, 3)}
+
+
+def test_a_node_announces_its_links_and_the_merges_it_made_again() -> None:
+    """What a new owner of the node's partition re-sends: receivers that already know it change
+    nothing, and a merge lost with the last owner is announced once more."""
+    graph = IdentityGraph({})
+    label, effects = graph.observe(["crm_id:c1", "device_id:d1"], "e1", 1)
+    (link,) = effects.links
+    graph.observe(["device_id:d1"], "e0", 0)
+    relabel = graph.receive(link)
+    again = graph.announce("device_id:d1")
+    assert [m.loser for m in again.merges] == [m.loser for m in relabel.merges]
+    assert {(lk.target, lk.label) for lk in graph.announce("crm_id:c1").links} == {
+        ("device_id:d1", label)
+    }
+    assert not graph.receive(graph.announce("crm_id:c1").links[0]).changed
