@@ -76,14 +76,49 @@ def replay(
 
 
 @cli.command()
-@click.argument("query")
+@click.argument("query", required=False)
+@click.option("--query", "name", help="A query of the library (sinks/queries/NAME.sql).")
+@click.option(
+    "--param", "params", multiple=True, metavar="NAME=VALUE", help="A library query's parameter."
+)
+@click.option(
+    "--list", "listing", is_flag=True, help="List the library's queries and their parameters."
+)
 @data_dir_option
 @click.option("--format", "fmt", type=click.Choice(SQL_FORMATS), default="table", show_default=True)
-def sql(query: str, data_dir: Path | None, fmt: str) -> None:
-    """Run an analyst QUERY on the configured ClickHouse (works while the stack runs)."""
-    from parcours.deploy.runs import run_sql
+def sql(
+    query: str | None,
+    name: str | None,
+    params: tuple[str, ...],
+    listing: bool,
+    data_dir: Path | None,
+    fmt: str,
+) -> None:
+    """Run an analyst QUERY (or --query NAME from the library) on the configured ClickHouse
+    (works while the stack runs)."""
+    from parcours.deploy.runs import list_queries, run_sql
+    from parcours.sinks.library import load
 
-    run_sql(_settings(data_dir=data_dir), query, fmt)
+    if listing:
+        list_queries()
+        return
+    if (query is None) == (name is None):
+        raise click.UsageError("give either a QUERY or --query NAME (see --list)")
+    settings = _settings(data_dir=data_dir)
+    if name is not None:
+        values = dict(_param(p) for p in params)
+        query = load(name).render(settings.clickhouse_database, values)
+    elif params:
+        raise click.UsageError("--param goes with --query NAME")
+    assert query is not None
+    run_sql(settings, query, fmt)
+
+
+def _param(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise click.BadParameter(f"{text!r} is not NAME=VALUE", param_hint="--param")
+    return key.strip(), value
 
 
 @cli.command()

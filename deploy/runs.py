@@ -45,6 +45,17 @@ def run_sql(settings: Settings, query: str, fmt: str) -> None:
     console.out.print(table)
 
 
+def list_queries() -> None:
+    from parcours.sinks.library import load, names
+
+    table = Table("query", "question", "parameters (default)")
+    for name in names():
+        query = load(name)
+        params = ", ".join(f"{p.name} {p.type} ({p.default})" for p in query.params)
+        table.add_row(name, query.question, params)
+    console.out.print(table)
+
+
 def run_demo(settings: Settings, events: int) -> None:
     from parcours.deploy.generate import generate, write_jsonl
 

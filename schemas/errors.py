@@ -46,3 +46,7 @@ class StackError(ParcoursError):
 
 class ReplayError(ParcoursError):
     """A replay could not finish."""
+
+
+class QueryError(ParcoursError):
+    """An analyst query from the library that does not exist or gets a bad parameter."""
