@@ -17,18 +17,26 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# The HTML report's test opens it in Debian's chromium (headless).
+BROWSER := /usr/bin/chromium
+$(BROWSER):
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
 install: $(STAMP) ## Install parcours and its dev tools into .venv
 
 demo: $(STAMP) ## Run the whole pipeline on the embedded stack and print the report (EVENTS=N)
 	$(BIN)/parcours demo --events $(EVENTS) --data-dir .parcours/demo
 
-test: $(STAMP) ## Run the whole suite (unit + integration on embedded Tansu and chDB)
+test: $(STAMP) $(BROWSER) ## Run the whole suite (unit + integration on embedded Tansu and chDB, headless chromium)
 	$(BIN)/pytest tests --require-integration
 
 test-unit: $(STAMP) ## Unit tests only (fast, pure)
 	$(BIN)/pytest tests/unit
 
-test-integration: $(STAMP) ## Integration tests only
+test-integration: $(STAMP) $(BROWSER) ## Integration tests only
 	$(BIN)/pytest tests/integration
 
 lint: $(STAMP) typecheck ## Check style, lint and types (changes nothing)

@@ -272,12 +272,22 @@ def demo(events: int, data_dir: Path | None) -> None:
 
 @cli.command()
 @data_dir_option
-def report(data_dir: Path | None) -> None:
-    """Print the analysts' report from ClickHouse."""
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the report with charts as one self-contained HTML page.",
+)
+def report(data_dir: Path | None, html_file: Path | None) -> None:
+    """Print the analysts' report from ClickHouse (and write it as HTML with --html FILE)."""
+    from parcours.deploy.html_report import write_html
     from parcours.deploy.report import print_report
     from parcours.sinks.client import open_reader
 
-    print_report(open_reader(_settings(data_dir=data_dir)), console.out)
+    reader = open_reader(_settings(data_dir=data_dir))
+    print_report(reader, console.out)
+    if html_file is not None:
+        console.out.print(f"HTML report: {write_html(reader, html_file)}")
 
 
 def _alive(pid: int) -> bool:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from parcours.deploy import console
+from parcours.deploy.html_report import write_html
 from parcours.deploy.replay import ReplayResult, replay
 from parcours.deploy.report import print_report
 from parcours.deploy.stack import pipeline
@@ -72,8 +73,12 @@ def run_demo(settings: Settings, events: int) -> None:
         f"through Kafka → workers → ClickHouse in {elapsed:.1f}s "
         f"({result.accepted / elapsed:,.0f} events/s)\n"
     )
-    print_report(open_reader(settings), console.out)
+    reader = open_reader(settings)
+    print_report(reader, console.out)
+    page = write_html(reader, settings.data_dir / "report.html")
     console.out.print(
         f"\nData kept in {settings.data_dir}; try:\n"
-        f'  .venv/bin/parcours sql "SELECT channel, count() FROM parcours.touchpoints GROUP BY channel" --data-dir {settings.data_dir}'
+        f'  .venv/bin/parcours sql "SELECT channel, count() FROM parcours.touchpoints GROUP BY channel" --data-dir {settings.data_dir}\n'
+        f"  .venv/bin/parcours sql --list\n"
+        f"\nHTML report (charts, opens without network): {page}"
     )

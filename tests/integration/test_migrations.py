@@ -48,3 +48,59 @@ def test_a_001_database_with_rows_upgrades_to_versioned_touchpoints(tmp_path: Pa
         assert engine.startswith("ReplacingMergeTree(version)")
     finally:
         backend.close()
+
+
+def test_a_002_database_with_detections_upgrades_to_versioned_tables_and_kpis(
+    tmp_path: Path,
+) -> None:
+    backend = ChdbBackend(tmp_path / "clickhouse", "parcours")
+    try:
+        backend.command("CREATE DATABASE parcours")
+        backend.command(
+            "CREATE TABLE parcours.schema_migrations (version UInt32, name String, "
+            "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
+            "ENGINE = ReplacingMergeTree ORDER BY version"
+        )
+        for version, name in ((1, "init"), (2, "journeys")):
+            text = resources.files("parcours.sinks").joinpath(f"ddl/00{version}_{name}.sql")
+            for statement in _statements(text.read_text()):
+                backend.command(statement.replace("{db}", "parcours"))
+            backend.insert("schema_migrations", [{"version": version, "name": name}])
+        backend.command(
+            "INSERT INTO parcours.pivots (journey_id, profile_id, occurred_at, from_channel, "
+            "to_channel, gap_seconds, failure_driven, failure_event_id, event_id) VALUES "
+            "('j1', 'p1', '2026-11-02 10:00:00', 'chatbot', 'phone', 60, true, 'e0', 'e1')"
+        )
+
+        assert migrate(backend) == [3, 4]
+        assert migrate(backend) == []
+
+        rows = rows_of(
+            backend.query(
+                "SELECT event_id, from_channel, failure_driven, version, retracted "
+                "FROM parcours.pivots_current"
+            )
+        )
+        assert rows == [
+            {
+                "event_id": "e1",
+                "from_channel": "chatbot",
+                "failure_driven": True,
+                "version": 0,
+                "retracted": 0,
+            }
+        ]
+        engines = {
+            row["name"]: row["engine_full"]
+            for row in rows_of(
+                backend.query(
+                    "SELECT name, engine_full FROM system.tables WHERE database = 'parcours'"
+                )
+            )
+        }
+        assert engines["pivots"].startswith("ReplacingMergeTree(version, retracted)")
+        assert engines["dropoffs"].startswith("ReplacingMergeTree(version)")
+        assert engines["followups"].startswith("ReplacingMergeTree(version)")
+        assert "kpi_daily_channel_mv" in engines and "handoffs" in engines
+    finally:
+        backend.close()

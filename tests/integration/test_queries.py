@@ -3,12 +3,14 @@ are worked out by hand in each test."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from parcours.schemas.errors import QueryError
-from parcours.sinks.backend import ChdbBackend, rows_of
+from parcours.schemas.settings import load_settings
+from parcours.sinks.backend import Backend, open_backend, rows_of
 from parcours.sinks.library import load, names
 from parcours.sinks.migrations import migrate
 
@@ -223,8 +225,17 @@ FOLLOWUPS = [
 
 
 @pytest.fixture(scope="module")
-def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbBackend]:
-    engine = ChdbBackend(tmp_path_factory.mktemp("queries") / "clickhouse", "parcours")
+def backend(
+    server_settings: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Backend]:
+    """chDB, or the ClickHouse server of the settings or of testcontainers: the same DDL and the
+    same query texts run unchanged on both."""
+    settings = load_settings(
+        data_dir=tmp_path_factory.mktemp("queries"),
+        clickhouse_database=f"queries_{uuid.uuid4().hex[:8]}",
+        **server_settings,
+    )
+    engine = open_backend(settings)
     try:
         migrate(engine)
         for table, rows in (
@@ -241,8 +252,9 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbBackend]:
         engine.close()
 
 
-def run(backend: ChdbBackend, name: str, **params: str) -> list[dict[str, Any]]:
-    return rows_of(backend.query(load(name).render("parcours", params)))
+def run(backend: Backend, name: str, **params: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = rows_of(backend.query(load(name).render(backend.database, params)))
+    return rows
 
 
 def test_every_query_in_the_library_says_what_it_answers() -> None:
@@ -260,7 +272,7 @@ def test_every_query_in_the_library_says_what_it_answers() -> None:
         assert load(name).question.endswith("?"), name
 
 
-def test_conversion_funnel_by_channel_breaks_equal_times_by_event_id(backend: ChdbBackend) -> None:
+def test_conversion_funnel_by_channel_breaks_equal_times_by_event_id(backend: Backend) -> None:
     # web: A goes all the way, B only viewed. app: C viewed then added (same millisecond: c4 < c5);
     # B added to cart in the app without viewing there, so B has no app level.
     assert run(backend, "conversion_funnel") == [
@@ -283,14 +295,14 @@ def test_conversion_funnel_by_channel_breaks_equal_times_by_event_id(backend: Ch
     ]
 
 
-def test_conversion_funnel_window_leaves_out_steps_after_it(backend: ChdbBackend) -> None:
+def test_conversion_funnel_window_leaves_out_steps_after_it(backend: Backend) -> None:
     # A's purchase comes 20 minutes after the view: outside a 0-hour window only the view counts.
     web = run(backend, "conversion_funnel", window_hours="0")[0]
     assert (web["channel"], web["viewed"], web["purchased"]) == ("web", 2, 0)
 
 
 def test_pivot_matrix_uses_the_latest_version_and_leaves_out_retracted_pivots(
-    backend: ChdbBackend,
+    backend: Backend,
 ) -> None:
     assert run(backend, "pivot_matrix") == [
         {
@@ -325,14 +337,14 @@ def test_pivot_matrix_uses_the_latest_version_and_leaves_out_retracted_pivots(
     assert run(backend, "pivot_matrix", **{"from": "2026-11-03"}) == []
 
 
-def test_failing_channels_is_failure_driven_pivots_out_per_contact(backend: ChdbBackend) -> None:
+def test_failing_channels_is_failure_driven_pivots_out_per_contact(backend: Backend) -> None:
     # The chatbot had 2 customer touchpoints (c1, c2) and 1 failure-driven pivot out.
     assert run(backend, "failing_channels") == [
         {"channel": "chatbot", "contacts": 2, "failure_driven_out": 1, "failures_per_contact": 0.5}
     ]
 
 
-def test_abandonment_and_recovery_with_recovered_revenue(backend: ChdbBackend) -> None:
+def test_abandonment_and_recovery_with_recovered_revenue(backend: Backend) -> None:
     assert run(backend, "abandonment_recovery") == [
         {
             "kind": "abandoned_cart",
@@ -355,7 +367,7 @@ def test_abandonment_and_recovery_with_recovered_revenue(backend: ChdbBackend) -
     ]
 
 
-def test_time_to_convert_by_number_of_channels(backend: ChdbBackend) -> None:
+def test_time_to_convert_by_number_of_channels(backend: Backend) -> None:
     # jA: 20 minutes on 1 channel; jB: 120 minutes on 3. Open, expired and superseded are out.
     assert run(backend, "time_to_convert") == [
         {
@@ -375,7 +387,7 @@ def test_time_to_convert_by_number_of_channels(backend: ChdbBackend) -> None:
     ]
 
 
-def test_first_and_last_touch_attribution_skip_brand_messages(backend: ChdbBackend) -> None:
+def test_first_and_last_touch_attribution_skip_brand_messages(backend: Backend) -> None:
     # jA (100): first and last touch web. jB (50): first touch web (the brand's e-mail does not
     # count), last touch before the purchase the app.
     assert run(backend, "attribution") == [
@@ -396,7 +408,7 @@ def test_first_and_last_touch_attribution_skip_brand_messages(backend: ChdbBacke
     ]
 
 
-def test_repeat_contacts_per_case_topic(backend: ChdbBackend) -> None:
+def test_repeat_contacts_per_case_topic(backend: Backend) -> None:
     # k1 (billing) was raised on the chatbot and on the phone; k2 (sizing) once, in live chat.
     assert run(backend, "repeat_contacts") == [
         {
@@ -416,7 +428,7 @@ def test_repeat_contacts_per_case_topic(backend: ChdbBackend) -> None:
     ]
 
 
-def test_journeys_with_at_least_three_channels(backend: ChdbBackend) -> None:
+def test_journeys_with_at_least_three_channels(backend: Backend) -> None:
     # jC's latest version has 3 channels; the superseded jX does not count.
     assert run(backend, "multichannel_journeys") == [
         {
@@ -446,10 +458,11 @@ def test_a_bad_parameter_is_refused_with_its_name() -> None:
         load("nope")
 
 
-def test_the_daily_kpis_per_channel_count_current_rows_once(backend: ChdbBackend) -> None:
-    backend.command("SYSTEM REFRESH VIEW parcours.kpi_daily_channel_mv")
-    backend.command("SYSTEM WAIT VIEW parcours.kpi_daily_channel_mv")
-    rows = rows_of(backend.query("SELECT * FROM parcours.kpi_daily_channel ORDER BY channel"))
+def test_the_daily_kpis_per_channel_count_current_rows_once(backend: Backend) -> None:
+    db = backend.database
+    backend.command(f"SYSTEM REFRESH VIEW {db}.kpi_daily_channel_mv")
+    backend.command(f"SYSTEM WAIT VIEW {db}.kpi_daily_channel_mv")
+    rows = rows_of(backend.query(f"SELECT * FROM {db}.kpi_daily_channel ORDER BY channel"))
     kpis = {row.pop("channel"): row for row in rows}
     assert {row.pop("day") for row in kpis.values()} == {DAY}
     # web: a1 (two versions, counted once), a2, a3, a4, b2; A and B; A's purchase of 100; B left
