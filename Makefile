@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 EVENTS ?= 20000
+TOUCHPOINTS ?= 1000000
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-unit test-integration lint format typecheck bench clean
+.PHONY: help install demo test test-unit test-integration lint format typecheck bench bench-queries clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -49,6 +50,9 @@ typecheck: $(STAMP) ## mypy --strict on the package
 format: $(STAMP) ## Rewrite the code to the house style
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+bench-queries: $(STAMP) ## Time the analyst query library on generated rows (TOUCHPOINTS=N, default 1M)
+	$(BIN)/parcours bench-queries --touchpoints $(TOUCHPOINTS)
 
 bench: $(STAMP) ## Measure the core and the pipeline end to end (EVENTS=N)
 	$(BIN)/parcours bench --events $(EVENTS)

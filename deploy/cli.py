@@ -16,6 +16,7 @@ import click
 from parcours.deploy import console
 from parcours.schemas.errors import ParcoursError
 from parcours.schemas.settings import Settings, load_settings
+from rich.table import Table
 
 SQL_FORMATS = ("json", "csv", "table")
 
@@ -258,6 +259,21 @@ def bench(events: int, partitions: int, workers: int) -> None:
     from parcours.deploy.bench import run_bench
 
     click.echo(json.dumps(run_bench(_settings(), events, partitions, workers)))
+
+
+@cli.command("bench-queries")
+@click.option("--touchpoints", type=click.IntRange(1000), default=1_000_000, show_default=True)
+@click.option("--runs", type=click.IntRange(1), default=3, show_default=True)
+def bench_queries(touchpoints: int, runs: int) -> None:
+    """Time every query of the analyst library on a generated data set; the last line is JSON."""
+    from parcours.deploy.bench_queries import bench_queries as run
+
+    result = run(touchpoints, runs)
+    table = Table("query", "median ms", "rows", title=f"{result['rows']}")
+    for name, figures in result["queries"].items():
+        table.add_row(name, str(figures["median_ms"]), str(figures["rows"]))
+    console.out.print(table)
+    click.echo(json.dumps(result))
 
 
 @cli.command()

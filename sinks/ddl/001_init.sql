@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS {db}.dead_letters
     received_at DateTime64(3, 'UTC'),
     ingested_at DateTime64(3, 'UTC') DEFAULT now64(3)
 )
+-- Append-only (each rejection is its own fact); read by stage and recency, dropped by month.
 ENGINE = MergeTree
 PARTITION BY toYYYYMM(received_at)
 ORDER BY (stage, received_at)
@@ -70,6 +71,8 @@ CREATE TABLE IF NOT EXISTS {db}.journeys
     version     UInt64
 )
 -- One row per journey after merges: the highest version wins (query with FINAL for exactness).
+-- Keyed by journey_id alone because that is what a new version replaces; no partition key, since
+-- a journey's start can move (a late earlier event) and replacing only works within a partition.
 ENGINE = ReplacingMergeTree(version)
 ORDER BY journey_id
 SETTINGS non_replicated_deduplication_window = 1000;
@@ -135,5 +138,6 @@ CREATE TABLE IF NOT EXISTS {db}.markers
     watermark         Nullable(DateTime64(3, 'UTC')),
     received_at       DateTime64(3, 'UTC') DEFAULT now64(3)
 )
+-- Tiny bookkeeping; a redelivered marker collapses on its key.
 ENGINE = ReplacingMergeTree
 ORDER BY (run_id, topic, partition, source_partition);

@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS {db}.profile_merges
     survivor    String,
     ingested_at DateTime64(3, 'UTC') DEFAULT now64(3)
 )
+-- Looked up by loser (which profile did this id become?); a repeated merge record collapses.
 ENGINE = ReplacingMergeTree
 ORDER BY (loser, survivor);
 

@@ -10,7 +10,8 @@ ALTER TABLE {db}.pivots
     -- 1 = a re-stitch (late event, merge) removed this pivot; FINAL drops such rows.
     ADD COLUMN IF NOT EXISTS retracted UInt8;
 
--- One row per landing touchpoint; its time never changes, so it can lead the key.
+-- One row per landing touchpoint; its time never changes, so it can lead the key and choose the
+-- monthly partition (analysts filter pivots by date range, then group by channel pair).
 CREATE TABLE IF NOT EXISTS {db}.pivots_next AS {db}.pivots
 ENGINE = ReplacingMergeTree(version, retracted)
 PARTITION BY toYYYYMM(occurred_at)
@@ -36,6 +37,8 @@ ALTER TABLE {db}.dropoffs
     ADD COLUMN IF NOT EXISTS recovery_event_id String,
     ADD COLUMN IF NOT EXISTS version UInt64;
 
+-- One row per drop-off (kind, anchor touchpoint); the deadline never changes, so it picks the
+-- monthly partition that abandonment-over-time queries prune on.
 CREATE TABLE IF NOT EXISTS {db}.dropoffs_next AS {db}.dropoffs
 ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(deadline)
@@ -55,6 +58,8 @@ ALTER TABLE {db}.followups
     ADD COLUMN IF NOT EXISTS timezone String,
     ADD COLUMN IF NOT EXISTS version UInt64;
 
+-- One row per follow-up; send_at can move (a merge re-plans it), so no time partition: the
+-- table stays small (one row per drop-off).
 CREATE TABLE IF NOT EXISTS {db}.followups_next AS {db}.followups
 ENGINE = ReplacingMergeTree(version)
 ORDER BY (kind, followup_id)

@@ -477,3 +477,13 @@ def test_the_daily_kpis_per_channel_count_current_rows_once(backend: Backend) ->
     assert (kpis["mobile_app"]["pivots_in"], kpis["mobile_app"]["pivots_out"]) == (2, 1)
     assert (kpis["store"]["conversions"], kpis["store"]["revenue"]) == (1, 50.0)
     assert kpis["email"]["followups_sent"] == 1 and kpis["email"]["touchpoints"] == 1
+
+
+def test_the_query_benchmark_generates_its_data_set_and_runs_every_query() -> None:
+    from parcours.deploy.bench_queries import bench_queries
+
+    result = bench_queries(2000, runs=1)
+    assert result["rows"]["touchpoints"] == 2000 and result["rows"]["journeys"] == 200
+    assert result["rows"]["pivots"] > 0 and result["rows"]["dropoffs"] > 0
+    assert set(result["queries"]) == set(names())
+    assert all(figures["rows"] > 0 for figures in result["queries"].values())

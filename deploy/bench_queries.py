@@ -1,0 +1,119 @@
+"""``parcours bench-queries``: the analyst query library timed on a generated data set.
+
+The rows are generated inside ClickHouse (``numbers()``), not through the pipeline, so that a
+million touchpoints take seconds: 10 touchpoints per customer over 30 days, one journey per
+customer, a pivot at every channel change, a drop-off for one cart in seven and its follow-up.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from parcours.deploy.bench import machine
+from parcours.sinks.backend import Backend, ChdbBackend, rows_of
+from parcours.sinks.library import load, names
+from parcours.sinks.migrations import migrate
+
+CHANNELS = "['web','mobile_app','store','email','chatbot','phone','live_chat','sms']"
+STEPS = (
+    "['page_view','product_view','product_view','add_to_cart','contact_started',"
+    "'contact_ended','checkout_started','product_view','add_to_cart','purchase']"
+)
+
+
+def _fill(db: Backend, touchpoints: int) -> None:
+    customers = max(1, touchpoints // 10)
+    d = db.database
+    db.command(
+        f"INSERT INTO {d}.touchpoints (event_id, profile_id, journey_id, channel, action, "
+        "occurred_at, routing_key, produced_at, kafka_partition, kafka_offset, order_value, "
+        "case_id, contact_topic, contact_outcome, version) "
+        "SELECT 'e' || toString(number), 'p' || toString(c), 'j' || toString(c), "
+        f"{CHANNELS}[1 + (cityHash64(c, intDiv(step, 3)) % 8)], {STEPS}[1 + step], "
+        "toDateTime64('2026-10-01 00:00:00', 3, 'UTC') + toIntervalSecond(c % 2592000) "
+        "+ toIntervalSecond(step * 240 + number % 7), 'crm_id:' || toString(c), "
+        "now64(3), 0, number, if(step = 9, 20 + c % 180, NULL), "
+        "if(step IN (4, 5), 'case-' || toString(c), ''), "
+        "if(step IN (4, 5), ['billing','delivery','sizing','returns'][1 + c % 4], ''), "
+        "if(step = 5, ['resolved','unresolved','abandoned'][1 + c % 3], ''), 1 "
+        f"FROM (SELECT number, number % {customers} AS c, intDiv(number, {customers}) % 10 AS step "
+        f"FROM numbers({touchpoints}))"
+    )
+    db.command(
+        f"INSERT INTO {d}.journeys (journey_id, profile_id, started_at, last_at, status, "
+        "channels, touchpoints, pivots, version) "
+        "SELECT journey_id, any(profile_id), min(occurred_at), max(occurred_at), "
+        "if(countIf(action = 'purchase') > 0 AND c % 3 != 0, 'converted', 'open'), "
+        "groupUniqArray(channel), count(), 0, 1 "
+        f"FROM (SELECT *, toUInt64(substring(profile_id, 2)) AS c FROM {d}.touchpoints) "
+        "GROUP BY journey_id, c"
+    )
+    db.command(
+        f"INSERT INTO {d}.pivots (journey_id, profile_id, occurred_at, from_channel, to_channel, "
+        "gap_seconds, failure_driven, failure_event_id, event_id, version) "
+        "SELECT journey_id, profile_id, occurred_at, previous, channel, 240, "
+        "previous_action IN ('contact_ended', 'chatbot_fallback'), '', event_id, 1 FROM ("
+        "SELECT *, lagInFrame(channel) OVER w AS previous, lagInFrame(action) OVER w AS previous_action, "
+        "row_number() OVER w AS n "
+        f"FROM {d}.touchpoints WINDOW w AS (PARTITION BY profile_id ORDER BY occurred_at, event_id "
+        "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)) WHERE n > 1 AND previous != channel"
+    )
+    db.command(
+        f"INSERT INTO {d}.dropoffs (journey_id, profile_id, kind, anchor_event_id, deadline, "
+        "value, currency, anchor_channel, followup_id, recovered, recovered_value, version) "
+        "SELECT journey_id, profile_id, 'abandoned_cart', event_id, occurred_at + toIntervalHour(1), "
+        "50, 'EUR', channel, 'f' || event_id, cityHash64(event_id) % 5 = 0, "
+        "if(cityHash64(event_id) % 5 = 0, 50, NULL), 1 "
+        f"FROM {d}.touchpoints WHERE action = 'add_to_cart' AND cityHash64(event_id) % 7 = 0"
+    )
+    db.command(
+        f"INSERT INTO {d}.followups (followup_id, profile_id, kind, channel, status, reason, "
+        "send_at, anchor_event_id, version) "
+        "SELECT followup_id, profile_id, kind, ['email','sms','push'][1 + cityHash64(followup_id) % 3], "
+        "if(cityHash64(followup_id) % 4 = 0, 'suppressed', 'scheduled'), '', deadline, "
+        f"anchor_event_id, 1 FROM {d}.dropoffs"
+    )
+
+
+def _timed(db: Backend, sql: str, runs: int) -> tuple[float, int]:
+    seconds, rows = [], 0
+    for _ in range(runs):
+        started = time.perf_counter()
+        rows = len(rows_of(db.query(sql)))
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds), rows
+
+
+def bench_queries(touchpoints: int, runs: int = 3) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="parcours-queries-") as tmp:
+        db = ChdbBackend(Path(tmp) / "clickhouse", "parcours")
+        try:
+            migrate(db)
+            started = time.perf_counter()
+            _fill(db, touchpoints)
+            fill_seconds = time.perf_counter() - started
+            counts = {
+                t: rows_of(db.query(f"SELECT count() AS n FROM parcours.{t}"))[0]["n"]
+                for t in ("touchpoints", "journeys", "pivots", "dropoffs", "followups")
+            }
+            queries = {}
+            for name in names():
+                seconds, rows = _timed(db, load(name).render(db.database), runs)
+                queries[name] = {"median_ms": round(seconds * 1000, 1), "rows": rows}
+            started = time.perf_counter()
+            db.command("SYSTEM REFRESH VIEW parcours.kpi_daily_channel_mv")
+            db.command("SYSTEM WAIT VIEW parcours.kpi_daily_channel_mv")
+            kpi_refresh = time.perf_counter() - started
+        finally:
+            db.close()
+    return {
+        "machine": machine(),
+        "rows": counts,
+        "generate_seconds": round(fill_seconds, 1),
+        "queries": queries,
+        "kpi_refresh_ms": round(kpi_refresh * 1000, 1),
+    }
