@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from parcours.deploy.report import refresh_kpis
 from parcours.sinks.backend import Backend, rows_of
 from parcours.sinks.library import load
 
@@ -25,15 +26,6 @@ def _rows(reader: Backend, sql: str) -> Rows:
 def _library(reader: Backend, name: str, **params: str) -> Rows:
     rows: Rows = rows_of(reader.query(load(name).render(reader.database, params)))
     return rows
-
-
-def refresh_kpis(reader: Backend) -> None:
-    """Bring the KPI view up to date (a read-only user may not: then it is at most a minute old)."""
-    try:
-        reader.command(f"SYSTEM REFRESH VIEW {reader.database}.kpi_daily_channel_mv")
-        reader.command(f"SYSTEM WAIT VIEW {reader.database}.kpi_daily_channel_mv")
-    except Exception:
-        return
 
 
 def _e(value: object) -> str:

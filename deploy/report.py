@@ -4,6 +4,7 @@ follow-ups and recovered revenue, dead letters."""
 from __future__ import annotations
 
 from parcours.sinks.backend import Backend, rows_of
+from parcours.sinks.library import load
 from rich.console import Console
 from rich.table import Table
 
@@ -88,6 +89,18 @@ SECTIONS = (
         "FROM {db}.followups_current GROUP BY kind, status, reason ORDER BY kind, status, why",
     ),
     (
+        "Conversion funnel by channel (24 h window)",
+        "QUERY:conversion_funnel",
+    ),
+    (
+        "Channel KPIs (daily view kpi_daily_channel, summed)",
+        "SELECT channel, sum(touchpoints) AS touchpoints, sum(conversions) AS conversions, "
+        "round(sum(revenue), 2) AS revenue, sum(pivots_out) AS out, sum(pivots_in) AS in, "
+        "sum(failure_driven_out) AS failed_out, sum(followups_sent) AS followups, "
+        "round(sum(recovered_revenue), 2) AS recovered "
+        "FROM {db}.kpi_daily_channel GROUP BY channel ORDER BY touchpoints DESC, channel",
+    ),
+    (
         "Dead letters by stage",
         "SELECT stage, count() AS dead_letters, any(reason) AS example_reason "
         "FROM {db}.dead_letters GROUP BY stage ORDER BY stage",
@@ -96,6 +109,19 @@ SECTIONS = (
 
 
 def print_report(reader: Backend, console: Console) -> None:
+    refresh_kpis(reader)
     for title, sql in SECTIONS:
-        rows = rows_of(reader.query(sql.format(db=reader.database)))
-        console.print(_table(title, rows))
+        if sql.startswith("QUERY:"):
+            text = load(sql.removeprefix("QUERY:")).render(reader.database)
+        else:
+            text = sql.format(db=reader.database)
+        console.print(_table(title, rows_of(reader.query(text))))
+
+
+def refresh_kpis(reader: Backend) -> None:
+    """Bring the KPI view up to date (a read-only user may not: then it is at most a minute old)."""
+    try:
+        reader.command(f"SYSTEM REFRESH VIEW {reader.database}.kpi_daily_channel_mv")
+        reader.command(f"SYSTEM WAIT VIEW {reader.database}.kpi_daily_channel_mv")
+    except Exception:
+        return
