@@ -294,17 +294,18 @@ class IdentityStage(Stage):
         await super().dispatch(kind, record, raw, source)
 
     async def take_over(self, partition: int) -> None:
-        """When ``partition`` comes to this process, its nodes announce their links and merges
-        again (see ``IdentityGraph.announce``)."""
+        """When a partition comes to this process, every node it holds announces its links and
+        merges again (see ``IdentityGraph.announce``), not only the new partition's: a restored
+        table can miss a dead owner's last writes (the broker's end offsets can lag), and the
+        neighbours that still know better re-teach them. Labels only ever decrease, so an
+        announcement from a stale node changes nothing."""
         key = f"identity-owner:{partition}"
         if self.control.get(key) == {"owner": self.process}:
             return
         self.control[key] = {"owner": self.process}
-        for node, data in list(self.nodes.items()):
-            if data.get("partition") == partition:
-                await self.publish(
-                    self.graph.announce(node), Source(self.input_topic, partition, -1, 0)
-                )
+        source = Source(self.input_topic, partition, -1, 0)
+        for node in list(self.nodes):
+            await self.publish(self.graph.announce(node), source)
 
     async def on_record(
         self, kind: str, record: dict[str, Any], raw: bytes, source: Source
