@@ -140,6 +140,10 @@ def _on_topics(stack: Stack, run: ReplayResult, story: Story) -> list[dict[str, 
     ]
 
 
+def _canonical(records: list[dict[str, Any]]) -> list[str]:
+    return sorted(json.dumps(r, sort_keys=True, default=str) for r in records)
+
+
 def _utc(value: Any) -> datetime:
     """A DateTime64(3, 'UTC') as the backend returns it (a string or a datetime)."""
     moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
@@ -272,7 +276,8 @@ def test_an_abandoned_cart_with_consent_is_one_scheduled_email_and_without_one_s
 
     # The same file again: every event is a duplicate, so no follow-up is emitted twice.
     second = story.send(detect_stack, reader)
-    assert _on_topics(detect_stack, second, story) == messages
+    # Partitions interleave differently on each read: compare what is there, not the order.
+    assert _canonical(_on_topics(detect_stack, second, story)) == _canonical(messages)
     assert _followups(reader, story) == rows
 
 
