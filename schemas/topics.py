@@ -19,30 +19,17 @@ PIVOTS = "pivots"
 DROPOFFS = "dropoffs"
 """Journey stage → sink: drop-offs when they fire, again when a purchase recovers them."""
 FOLLOWUP_KINDS = ("abandoned_cart", "abandoned_checkout", "abandoned_contact")
-FOLLOWUPS = tuple(f"followups.{kind}" for kind in FOLLOWUP_KINDS)
-"""Journey stage → messaging services (and the sink): one topic per drop-off kind."""
-HANDOFFS = "handoffs"
-"""Journey stage → agents' desktops (and the sink): context when a customer reaches an agent."""
 
 
 def followups(kind: str) -> str:
     return f"followups.{kind}"
 
 
-ALL: tuple[str, ...] = (
-    TOUCHPOINTS,
-    IDENTITY,
-    RESOLVED,
-    STITCHED,
-    DEAD_LETTERS,
-    JOURNEYS,
-    IDENTITY_WARNINGS,
-    MERGES,
-    PIVOTS,
-    DROPOFFS,
-    *FOLLOWUPS,
-    HANDOFFS,
-)
+FOLLOWUPS = tuple(followups(kind) for kind in FOLLOWUP_KINDS)
+"""Journey stage → messaging services (and the sink): one topic per drop-off kind."""
+HANDOFFS = "handoffs"
+"""Journey stage → agents' desktops (and the sink): context when a customer reaches an agent."""
+
 SINK_INPUTS: tuple[str, ...] = (
     STITCHED,
     DEAD_LETTERS,
@@ -55,3 +42,4 @@ SINK_INPUTS: tuple[str, ...] = (
     HANDOFFS,
 )
 """What the ClickHouse sink consumes; end-of-run markers reach every partition of these."""
+ALL: tuple[str, ...] = (TOUCHPOINTS, IDENTITY, RESOLVED, *SINK_INPUTS)

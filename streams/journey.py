@@ -486,10 +486,11 @@ class JourneyCore:
         if appended is not None and not state.events[appended.event_id].late:
             state.due = _min(state.due, arming_deadline(appended, self.rules))
         due = state.due is not None and state.horizon is not None and state.horizon >= state.due
-        if rescan:
-            self._replan(state, out)
         if due or rescan:
-            self._dropoffs(state, out)
+            on_time = [e for e in state.sorted_events() if not e.late]
+            if rescan:
+                self._replan(state, out, on_time)
+            self._dropoffs(state, out, on_time)
         if appended is not None and appended.action == PURCHASE:
             self._settle(state, out, [appended])
         if rescan:
@@ -535,8 +536,8 @@ class JourneyCore:
         that an earlier call on this profile had reached)."""
         return not event.late and (state.horizon is None or event.occurred_at > state.horizon)
 
-    def _dropoffs(self, state: ProfileState, out: Outputs) -> None:
-        on_time = [e for e in state.sorted_events() if not e.late]
+    def _dropoffs(self, state: ProfileState, out: Outputs, on_time: list[EventFacts]) -> None:
+        """``on_time``: the profile's events in order, late ones left out."""
         fired, state.due = scan_dropoffs(on_time, state.horizon, self.rules, state.fired)
         for dropoff in fired:
             journey = _journey_of(state, dropoff.anchor.event_id)
@@ -545,12 +546,11 @@ class JourneyCore:
             out.dropoffs.append(planned)
             out.followups.append(planned)
 
-    def _replan(self, state: ProfileState, out: Outputs) -> None:
+    def _replan(self, state: ProfileState, out: Outputs, on_time: list[EventFacts]) -> None:
         """A merge can reveal consent, a time zone or an earlier follow-up that the drop-offs
         fired on either side did not know: their follow-ups are planned again from the merged
         history (same ids; a drop-off that fired stays fired), so the result does not depend on
         whether the merge came before or after the deadlines."""
-        on_time = [e for e in state.sorted_events() if not e.late]
         earlier: list[Fired] = []
         for fired in sorted(state.fired.values(), key=lambda f: (f.deadline, f.key)):
             dropoff = Dropoff(fired.kind, fired.key, fired.anchor, fired.deadline)

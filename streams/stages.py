@@ -118,6 +118,7 @@ class Stage:
         self.active: dict[int, bool] = {}
         self.clocks: dict[int, Watermarks] = {}
         self.last_watermark_at: dict[int, int] = {}
+        self.process = uuid.uuid4().hex
 
     def touched(self, partition: int) -> None:
         self.active[partition] = True
@@ -161,6 +162,8 @@ class Stage:
             await self.dead_letter(value, f"internal error {type(exc).__name__}: {exc}", source)
 
     async def dispatch(self, kind: str, record: dict[str, Any], raw: bytes, source: Source) -> None:
+        if self.newly_handled(source.partition):
+            await self.on_take_over(source.partition)
         if kind == "Watermark":
             self.clock(source.partition).observe(
                 record["source_partition"], epoch_ms(record["watermark"]) or 0
@@ -186,6 +189,20 @@ class Stage:
                 await self.finish(record["run_id"], source.partition, epoch_ms(record["watermark"]))
         else:
             await self.on_record(kind, record, raw, source)
+
+    def newly_handled(self, partition: int) -> bool:
+        """Whether ``partition`` has just come to this process (start, rebalance, a dead worker's
+        share); the changelogged ``control`` table says which process handled it last."""
+        key = f"{self.name}-owner:{partition}"
+        if self.control.get(key) == {"owner": self.process}:
+            return False
+        self.control[key] = {"owner": self.process}
+        return True
+
+    async def on_take_over(self, partition: int) -> None:
+        """What a stage re-sends when a partition comes to it. faust publishes an agent's sends
+        when it commits the offset while table changes go out at once, so a killed owner can
+        leave state behind whose outputs never left."""
 
     async def on_record(
         self, kind: str, record: dict[str, Any], raw: bytes, source: Source
@@ -286,23 +303,17 @@ class IdentityStage(Stage):
         super().__init__(settings, codec, outbox, control)
         self.graph = IdentityGraph(nodes)
         self.nodes = nodes
-        self.process = uuid.uuid4().hex
 
     async def dispatch(self, kind: str, record: dict[str, Any], raw: bytes, source: Source) -> None:
-        await self.take_over(source.partition)
         self.graph.tags = {"partition": source.partition}
         await super().dispatch(kind, record, raw, source)
 
-    async def take_over(self, partition: int) -> None:
-        """When a partition comes to this process, every node it holds announces its links and
-        merges again (see ``IdentityGraph.announce``), not only the new partition's: a restored
-        table can miss a dead owner's last writes (the broker's end offsets can lag), and the
-        neighbours that still know better re-teach them. Labels only ever decrease, so an
-        announcement from a stale node changes nothing."""
-        key = f"identity-owner:{partition}"
-        if self.control.get(key) == {"owner": self.process}:
-            return
-        self.control[key] = {"owner": self.process}
+    async def on_take_over(self, partition: int) -> None:
+        """Every node this process holds announces its links and merges again (see
+        ``IdentityGraph.announce``), not only the new partition's: a restored table can miss a
+        dead owner's last writes (the broker's end offsets can lag), and the neighbours that
+        still know better re-teach them. Labels only ever decrease, so an announcement from a
+        stale node changes nothing."""
         source = Source(self.input_topic, partition, -1, 0)
         for node in list(self.nodes):
             await self.publish(self.graph.announce(node), source)
@@ -374,8 +385,6 @@ class JourneyStage(Stage):
         super().__init__(settings, codec, outbox, control)
         self.profiles = profiles
         self.core = JourneyCore(rules_of(settings))
-        self.owned: set[int] = set()
-        self.process = uuid.uuid4().hex
 
     def load(self, profile: str) -> ProfileState:
         data = self.profiles.get(profile)
@@ -386,16 +395,8 @@ class JourneyStage(Stage):
         state.version = max(state.version, wall_ms() * 1000)
         return state
 
-    async def take_over(self, partition: int) -> None:
-        """When ``partition`` comes to this process (start, rebalance, a dead worker's share):
-        publish every profile of it again. faust publishes an agent's sends when it commits the
-        offset, while table changes go out at once, so a killed owner can leave state behind
-        whose outputs never left; the ``control`` table says who handled the partition last."""
-        key = f"journey-owner:{partition}"
-        if partition in self.owned and self.control.get(key) == {"owner": self.process}:
-            return
-        self.owned.add(partition)
-        self.control[key] = {"owner": self.process}
+    async def on_take_over(self, partition: int) -> None:
+        """Publish every profile of the partition again (with higher versions)."""
         for key, data in list(self.profiles.items()):
             if data.get("partition") != partition or data.get("merged_into"):
                 continue
@@ -430,10 +431,6 @@ class JourneyStage(Stage):
         watermark = self.watermark(partition)
         if watermark is not None:
             await self.on_watermark(partition, watermark)
-
-    async def dispatch(self, kind: str, record: dict[str, Any], raw: bytes, source: Source) -> None:
-        await self.take_over(source.partition)
-        await super().dispatch(kind, record, raw, source)
 
     async def on_record(
         self, kind: str, record: dict[str, Any], raw: bytes, source: Source

@@ -12,19 +12,28 @@ from parcours.sinks.migrations import _statements, migrate
 pytestmark = pytest.mark.integration
 
 
+MIGRATIONS = ((1, "init"), (2, "journeys"))
+
+
+def _apply_until(backend: ChdbBackend, last: int) -> None:
+    """A database as an older parcours left it: the migrations up to ``last``, recorded."""
+    backend.command("CREATE DATABASE parcours")
+    backend.command(
+        "CREATE TABLE parcours.schema_migrations (version UInt32, name String, "
+        "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
+        "ENGINE = ReplacingMergeTree ORDER BY version"
+    )
+    for version, name in MIGRATIONS[:last]:
+        text = resources.files("parcours.sinks").joinpath(f"ddl/00{version}_{name}.sql")
+        for statement in _statements(text.read_text()):
+            backend.command(statement.replace("{db}", "parcours"))
+        backend.insert("schema_migrations", [{"version": version, "name": name}])
+
+
 def test_a_001_database_with_rows_upgrades_to_versioned_touchpoints(tmp_path: Path) -> None:
     backend = ChdbBackend(tmp_path / "clickhouse", "parcours")
     try:
-        backend.command("CREATE DATABASE parcours")
-        backend.command(
-            "CREATE TABLE parcours.schema_migrations (version UInt32, name String, "
-            "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
-            "ENGINE = ReplacingMergeTree ORDER BY version"
-        )
-        init = resources.files("parcours.sinks").joinpath("ddl/001_init.sql").read_text()
-        for statement in _statements(init):
-            backend.command(statement.replace("{db}", "parcours"))
-        backend.insert("schema_migrations", [{"version": 1, "name": "init"}])
+        _apply_until(backend, 1)
         backend.command(
             "INSERT INTO parcours.touchpoints (event_id, channel, action, occurred_at, "
             "routing_key, produced_at, kafka_partition, kafka_offset) VALUES "
@@ -55,17 +64,7 @@ def test_a_002_database_with_detections_upgrades_to_versioned_tables_and_kpis(
 ) -> None:
     backend = ChdbBackend(tmp_path / "clickhouse", "parcours")
     try:
-        backend.command("CREATE DATABASE parcours")
-        backend.command(
-            "CREATE TABLE parcours.schema_migrations (version UInt32, name String, "
-            "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
-            "ENGINE = ReplacingMergeTree ORDER BY version"
-        )
-        for version, name in ((1, "init"), (2, "journeys")):
-            text = resources.files("parcours.sinks").joinpath(f"ddl/00{version}_{name}.sql")
-            for statement in _statements(text.read_text()):
-                backend.command(statement.replace("{db}", "parcours"))
-            backend.insert("schema_migrations", [{"version": version, "name": name}])
+        _apply_until(backend, 2)
         backend.command(
             "INSERT INTO parcours.pivots (journey_id, profile_id, occurred_at, from_channel, "
             "to_channel, gap_seconds, failure_driven, failure_event_id, event_id) VALUES "

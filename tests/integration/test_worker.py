@@ -24,18 +24,7 @@ def test_a_worker_refuses_topics_with_different_partition_counts(stack: Stack) -
     ]
     for future in admin.create_topics(wanted, operation_timeout=10).values():
         future.result()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PARCOURS_")} | {
-        "PARCOURS_KAFKA_BOOTSTRAP": stack.settings.kafka_bootstrap or "",
-        "PARCOURS_TOPIC_PREFIX": prefix,
-        "PARCOURS_DATA_DIR": str(stack.settings.data_dir / "mixed"),
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "parcours.deploy.cli", "worker"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    done = _worker(stack, "mixed", PARCOURS_TOPIC_PREFIX=prefix)
     assert done.returncode == 1
     assert "parcours topics must all have the same partition count" in done.stderr
     assert f"{prefix}journeys=2" in done.stderr
@@ -55,18 +44,23 @@ def test_a_worker_refuses_topics_with_different_partition_counts(stack: Stack) -
 def test_a_worker_refuses_a_bad_rule_at_start_up(
     stack: Stack, variable: str, value: str, complaint: str
 ) -> None:
+    done = _worker(stack, "bad-rule", **{variable: value})
+    assert done.returncode == 1
+    said = " ".join(done.stderr.split())  # the console wraps long lines
+    assert f"{variable}:" in said and complaint in said, said
+
+
+def _worker(stack: Stack, data_dir: str, **variables: str) -> subprocess.CompletedProcess[str]:
+    """``parcours worker`` on the stack's broker with ``variables`` set; it must exit by itself."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARCOURS_")} | {
         "PARCOURS_KAFKA_BOOTSTRAP": stack.settings.kafka_bootstrap or "",
-        "PARCOURS_DATA_DIR": str(stack.settings.data_dir / "bad-rule"),
-        variable: value,
+        "PARCOURS_DATA_DIR": str(stack.settings.data_dir / data_dir),
+        **variables,
     }
-    done = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "parcours.deploy.cli", "worker"],
         capture_output=True,
         text=True,
         timeout=120,
         env=env,
     )
-    assert done.returncode == 1
-    said = " ".join(done.stderr.split())  # the console wraps long lines
-    assert f"{variable}:" in said and complaint in said, said

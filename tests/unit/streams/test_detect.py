@@ -12,6 +12,8 @@ from parcours.streams.detect import Fired, hold_for_quiet_hours
 from parcours.streams.facts import EventFacts
 from parcours.streams.journey import JourneyCore, Outputs, ProfileState, Rules
 
+from tests.unit.streams.arrivals import late_within
+
 SEC = 1000
 MIN = 60 * SEC
 HOUR = 60 * MIN
@@ -369,22 +371,7 @@ def test_arrival_order_within_the_allowed_lateness_changes_no_detection(
     events = sorted(
         (_make(n, T0 + at, kind) for n, (at, kind) in enumerate(rows)), key=lambda e: e.order
     )
-    jitter = data.draw(
-        st.lists(
-            st.integers(0, RULES.allowed_lateness_ms), min_size=len(events), max_size=len(events)
-        )
-    )
-    arrival = [
-        e
-        for _, e in sorted(
-            zip(
-                [e.occurred_at + j for e, j in zip(events, jitter, strict=True)],
-                events,
-                strict=True,
-            ),
-            key=lambda p: (p[0], p[1].event_id),
-        )
-    ]
+    arrival = late_within(data, events, RULES.allowed_lateness_ms)
     results = []
     for order in (events, arrival):
         core, state, seen, mark = JourneyCore(RULES), ProfileState("p-1"), Seen(), None

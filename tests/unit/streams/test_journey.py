@@ -14,6 +14,8 @@ from parcours.streams.journey import (
     journey_id,
 )
 
+from tests.unit.streams.arrivals import late_within
+
 MIN = 60_000
 DAY = 86_400_000
 RULES = Rules()
@@ -173,22 +175,7 @@ def test_within_the_allowed_lateness_order_does_not_matter_with_a_watermark(
         (ev(n, at, channel, action) for n, (at, channel, action) in enumerate(rows)),
         key=lambda e: e.order,
     )
-    jitter = data.draw(
-        st.lists(
-            st.integers(0, RULES.allowed_lateness_ms), min_size=len(events), max_size=len(events)
-        )
-    )
-    arrival = [
-        e
-        for _, e in sorted(
-            zip(
-                [e.occurred_at + j for e, j in zip(events, jitter, strict=True)],
-                events,
-                strict=True,
-            ),
-            key=lambda p: (p[0], p[1].event_id),
-        )
-    ]
+    arrival = late_within(data, events, RULES.allowed_lateness_ms)
     results = []
     for order in (events, arrival):
         core, state, seen, mark = JourneyCore(RULES), ProfileState("p-1"), Published(), None
