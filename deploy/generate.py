@@ -145,6 +145,28 @@ def web_cart_store_purchase(rng: random.Random, c: Customer, key: str) -> list[S
     ]
 
 
+ANONYMOUS_CART_PREFIX = "anoncart-"
+"""Cart ids of :func:`anonymous_cart_store_purchase`: none of them may ever be abandoned."""
+
+
+def anonymous_cart_store_purchase(rng: random.Random, c: Customer, key: str) -> list[Step]:
+    """The rule parcours exists for: a web cart left anonymously, a login 30-120 s later, and the
+    purchase of that cart in a store 10-50 minutes after it, well before its deadline."""
+    cart = _cart(rng, f"{ANONYMOUS_CART_PREFIX}{key}")
+    login = rng.uniform(30, 120)
+    return [
+        Step(0, "web", "add_to_cart", c.ids("anonymous_id"), {"cart": cart}),
+        Step(login, "web", "identify", c.ids("anonymous_id", "crm_id")),
+        Step(
+            rng.uniform(600, 3000) - login,
+            "store",
+            "purchase",
+            c.ids("crm_id", "loyalty_id"),
+            {"order": _order(cart, f"order-{key}")},
+        ),
+    ]
+
+
 def app_purchase(rng: random.Random, c: Customer, key: str) -> list[Step]:
     app = c.ids("device_id", "crm_id")
     cart = _cart(rng, f"cart-{key}")
@@ -345,6 +367,7 @@ SCENARIOS: tuple[tuple[Scenario, float], ...] = (
     (web_purchase, 0.12),
     (cart_abandoned, 0.12),
     (web_cart_store_purchase, 0.06),
+    (anonymous_cart_store_purchase, 0.13),
     (app_purchase, 0.1),
     (chatbot_then_phone, 0.08),
     (search_fail_live_chat, 0.06),

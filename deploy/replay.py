@@ -66,6 +66,9 @@ def produce_file(
     latest: datetime | None = None
     with TouchpointProducer(settings) as producer:
         codec = producer.codec
+        # Ahead of the events on every partition: the workers never read the wall clock while
+        # the replay is open, so its results do not depend on how fast it goes.
+        _send_markers(producer, codec, settings, run_id, None, begins=True)
         for number, line in read_lines(path):
             try:
                 touchpoint = producer.send(line)
@@ -93,11 +96,13 @@ def _send_markers(
     settings: Settings,
     run_id: str,
     latest: datetime | None,
+    *,
+    begins: bool = False,
 ) -> None:
     topic = settings.topic(topics.TOUCHPOINTS)
     partitions = topic_partitions(settings, topic)
     for partition in range(partitions):
-        marker = marker_record(run_id, partition, partitions, latest)
+        marker = marker_record(run_id, partition, partitions, latest, begins=begins)
         producer.produce(topic, b"marker", codec.encode("Marker", marker), partition=partition)
 
 

@@ -33,9 +33,17 @@ def dead_letter_record(
 
 
 def marker_record(
-    run_id: str, source_partition: int, source_partitions: int, watermark: datetime | None
+    run_id: str,
+    source_partition: int,
+    source_partitions: int,
+    watermark: datetime | None,
+    *,
+    begins: bool = False,
 ) -> dict[str, Any]:
+    """The end of a replay on one partition (``begins``: its start, so no input counts as idle
+    while it runs)."""
     return {
+        "begins": begins,
         "run_id": run_id,
         "stage": "producer",
         "source_partition": source_partition,

@@ -25,6 +25,8 @@ SHIPPED = (
     "marker",
     "identity_link",
     "run_round",
+    "epoch_round",
+    "tick",
     "watermark",
     "profile_merge",
     "profile_transfer",

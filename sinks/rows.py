@@ -84,6 +84,7 @@ def dropoff_row(record: dict[str, Any]) -> dict[str, Any]:
         "case_id": record["case_id"] or "",
         "followup_id": record["followup_id"] or "",
         "recovery_event_id": record["recovery_event_id"] or "",
+        "retracted": int(record["retracted"]),
     }
 
 

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import faust
-from faust.types import EventT
+from faust.types import TP, EventT
 from parcours.schemas import topics
 from parcours.schemas.errors import ConfigError
 from parcours.schemas.kafka import topic_partitions
 from parcours.schemas.producer import codec_for
 from parcours.schemas.records import Source
 from parcours.schemas.settings import Settings
+from parcours.streams.broker import trust_no_end_offsets
 from parcours.streams.outbox import Outbox
 from parcours.streams.stages import (
     WATERMARK_EVERY_MS,
@@ -62,6 +64,8 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=max(0.5, settings.session_timeout_seconds / 6),
         broker_commit_interval=timedelta(seconds=1),
     )
+    if not settings.kafka_sasl_mechanism:  # the check reads with a plain client
+        trust_no_end_offsets(settings.kafka_bootstrap)
     _wire(app, settings)
     return app
 
@@ -79,15 +83,22 @@ def _wire(app: faust.App, settings: Settings) -> None:
     # Each stage's end-of-run bookkeeping, keyed "stage:partition", so a worker that takes a
     # partition over in a rebalance carries on where the last owner stopped.
     control = app.Table("control", default=None, schema=_json())
-    identity = IdentityStage(settings, codec, outbox, control, nodes)
     stages: tuple[Stage, ...] = (
         IngestStage(settings, codec, outbox, control),
-        identity,
+        IdentityStage(settings, codec, outbox, control, nodes),
         JourneyStage(settings, codec, outbox, control, profiles),
     )
     for stage in stages:
         _agent(app, stage, outbox.topic(stage.input_topic))
-    app.timer(interval=WATERMARK_EVERY_MS / 1000)(identity.tick)
+        if stage.loop:
+            stage.owned = _owned(app, settings.topic(stage.input_topic))
+            app.timer(interval=WATERMARK_EVERY_MS / 1000)(stage.tick)
+
+
+def _owned(app: faust.App, topic: str) -> Callable[[int], bool]:
+    """Whether this worker handles ``topic``'s partition now: a timer must not act for a
+    partition that a rebalance gave to another worker."""
+    return lambda partition: TP(topic, partition) in app.assignor.assigned_actives()
 
 
 def _json() -> Any:

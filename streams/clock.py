@@ -1,9 +1,20 @@
-"""Event time across partitions, pure: watermarks (min over inputs) and end-of-run agreement.
+"""Event time across partitions, pure: watermarks (min over inputs), epochs that close only when
+a stage's own loop is quiet, and end-of-run agreement.
 
 A stage's watermark is the minimum of its inputs' watermarks, as in Flink, so no result depends on
 which partition ran ahead. In live mode an input that has been silent for ``idle_ms`` of wall
 clock stops holding time back: it is left out of the minimum (Flink's idleness); when every input
-is silent, time follows the wall clock minus the allowed lateness.
+is silent, time follows the wall clock minus the allowed lateness. While a replay is open (its
+begin marker seen, its end not yet reached) no input is ever idle: a replay's results never depend
+on the wall clock.
+
+The identity and journey stages talk to themselves (links, transfers, forwarded events), so their
+inputs' watermark is not enough: work caused by an old event may still be in flight between their
+tasks. :class:`Epochs` closes event time in steps: every task proposes the horizon its inputs
+allow, and the tasks vote in rounds, each vote saying the earliest event time among the loop
+messages the task sent since its previous vote. The epoch closes at the smallest proposal once a
+complete round reports nothing sent at or before it: then every message caused by an event up to
+that horizon has been delivered.
 
 A replay ends with markers. A stage whose tasks talk to each other (identity links, profile
 transfers) cannot finish when its inputs have: messages between its tasks may still be in flight.
@@ -26,10 +37,11 @@ class Watermarks:
         self,
         inputs: int,
         *,
-        idle_ms: int,
+        idle_ms: int | None,
         lateness_ms: int,
         wall_ms: Callable[[], int],
     ) -> None:
+        """``idle_ms`` None: inputs are never idle (a stage fed by another's closed epochs)."""
         self.inputs = inputs
         self.idle_ms = idle_ms
         self.lateness_ms = lateness_ms
@@ -39,6 +51,8 @@ class Watermarks:
         self.floor: int | None = None
         self.created = wall_ms()
         self.finished_at: int | None = None
+        self.replays: set[str] = set()
+        """Replays open on the inputs: while there is one, no input counts as idle."""
 
     def observe(self, source: int, watermark: int) -> None:
         self.marks[source] = max(watermark, self.marks.get(source, watermark))
@@ -61,7 +75,9 @@ class Watermarks:
         active = [
             source
             for source in range(self.inputs)
-            if now - self.heard.get(source, self.created) < self.idle_ms
+            if self.idle_ms is None
+            or self.replays
+            or now - self.heard.get(source, self.created) < self.idle_ms
         ]
         if any(source not in self.marks for source in active):
             return self.floor  # an input that is still talking has not said where it is yet
@@ -179,3 +195,162 @@ class EndOfRun:
     def _announce(self, run_id: str, run: _Run) -> Announce:
         active, self.active = self.active, False
         return Announce(run_id, run.round, self.task, active, run.watermark)
+
+
+UNKNOWN = -(2**62)
+"""What a task that cannot vouch for its past sends reports (it just started or took a partition
+over): earlier than any event, so its first round is never a quiet one."""
+
+
+@dataclass(frozen=True)
+class EpochVote:
+    """Send to every task of the stage (the sender included): ``task`` is at ``round`` of ``epoch``."""
+
+    epoch: int
+    round: int
+    task: int
+    frontier: int | None
+    """The horizon the task's inputs allowed when it entered the epoch (None: it knows none)."""
+    sent: int | None
+    """Earliest cause (event time) of the loop messages it sent since its previous vote."""
+
+
+def _min(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _max(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+@dataclass
+class Epochs:
+    """One task's side of the epoch rounds. ``sent`` lives in memory only (like the end-of-run
+    ``active`` flag): a task restored from the table reports :data:`UNKNOWN` first.
+
+    Why a quiet round closes the epoch: a task votes round r+1 only after it received every
+    task's vote for round r, and every message a task sent before that vote travelled ahead of it
+    on the same partition. So when nobody sent a loop message caused at or before the horizon
+    between its votes for r and r+1, each such message sent earlier has been received, and what
+    receiving it caused was sent before the receiver's vote r+1 — which said nothing was. Inputs
+    cannot cause more: every on-time event up to the horizon reached each task before it entered
+    the epoch (loop messages carry their cause's time, which never decreases along a chain).
+    """
+
+    task: int
+    tasks: int
+    closed: int | None = None
+    epoch: int = 0
+    round: int = 0
+    running: bool = False
+    frontier: int | None = None
+    sent: int | None = UNKNOWN
+    votes: dict[tuple[int, int], dict[int, tuple[int | None, int | None]]] = field(
+        default_factory=dict
+    )
+
+    def loop_sent(self, cause: int) -> None:
+        self.sent = _min(self.sent, cause)
+
+    def begin(self, frontier: int | None) -> EpochVote | None:
+        """Enter the next epoch when this task's inputs allow a horizon past the last closed one."""
+        if (
+            self.running
+            or frontier is None
+            or (self.closed is not None and frontier <= self.closed)
+        ):
+            return None
+        return self._enter(frontier)
+
+    def resume(self) -> EpochVote | None:
+        """A new owner of the task: its vote for the current round may have been lost with the
+        last owner; send it again, reporting UNKNOWN (receivers keep the earliest report)."""
+        self.sent = UNKNOWN
+        return self._vote() if self.running else None
+
+    def receive(self, vote: EpochVote, frontier: int | None) -> tuple[list[EpochVote], int | None]:
+        """A task's vote (this one's too); ``frontier``: what this task's inputs allow now.
+        Returns the votes to send and the horizon this vote closed, if it closed one. A task's
+        votes for the next epoch can come before the last votes of this one: they wait.
+        No state is lost in a crash that a redelivery does not bring back: faust flushes table
+        writes and sends before it commits an input offset."""
+        if vote.epoch < self.epoch:
+            return [], None  # a round of an epoch this task has already closed
+        out: list[EpochVote] = []
+        ballot = self.votes.setdefault((vote.epoch, vote.round), {})
+        known = ballot.get(vote.task)
+        if known is None:
+            ballot[vote.task] = (vote.frontier, vote.sent)
+        else:  # the same vote again (a new owner's): keep the earliest report
+            ballot[vote.task] = (_min(known[0], vote.frontier), _min(known[1], vote.sent))
+        if not self.running and vote.epoch == self.epoch:
+            out.append(self._enter(_max(self.closed, frontier)))
+        closed: int | None = None
+        while self.running:
+            ballot = self.votes.get((self.epoch, self.round), {})
+            if len(ballot) < self.tasks:
+                break
+            horizon = self._horizon()
+            if self._quiet(ballot, horizon):
+                before = self.closed
+                self._close(horizon)
+                closed = self.closed if self.closed != before else closed
+                if (self.epoch, 0) in self.votes:  # someone already entered the next one
+                    out.append(self._enter(_max(self.closed, frontier)))
+                continue
+            self.round += 1
+            out.append(self._vote())
+        return out, closed
+
+    def _quiet(self, ballot: dict[int, tuple[int | None, int | None]], horizon: int | None) -> bool:
+        if horizon is None or (self.closed is not None and horizon <= self.closed):
+            return True  # closing would not move time on: nothing to wait for
+        return all(sent is None or sent > horizon for _, sent in ballot.values())
+
+    def _horizon(self) -> int | None:
+        proposals = [frontier for frontier, _ in self.votes[(self.epoch, 0)].values()]
+        if any(p is None for p in proposals):
+            return self.closed
+        return min(p for p in proposals if p is not None)
+
+    def _close(self, horizon: int | None) -> None:
+        self.closed = _max(self.closed, horizon)
+        self.votes = {k: v for k, v in self.votes.items() if k[0] > self.epoch}
+        self.epoch, self.round, self.running, self.frontier = self.epoch + 1, 0, False, None
+
+    def _enter(self, frontier: int | None) -> EpochVote:
+        self.running, self.round, self.frontier = True, 0, frontier
+        return self._vote()
+
+    def _vote(self) -> EpochVote:
+        vote = EpochVote(self.epoch, self.round, self.task, self.frontier, self.sent)
+        self.sent = None
+        return vote
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "closed": self.closed,
+            "epoch": self.epoch,
+            "round": self.round,
+            "running": self.running,
+            "frontier": self.frontier,
+            "votes": [
+                [e, r, t, f, s]
+                for (e, r), ballot in self.votes.items()
+                for t, (f, s) in ballot.items()
+            ],
+        }
+
+    @classmethod
+    def from_json(
+        cls, task: int, tasks: int, data: dict[str, Any] | None, *, sent: int | None
+    ) -> Epochs:
+        """``data`` None: a task with nothing recorded yet."""
+        epochs = cls(task, tasks, sent=sent)
+        if data is None:
+            return epochs
+        epochs.closed, epochs.epoch, epochs.round = data["closed"], data["epoch"], data["round"]
+        epochs.running, epochs.frontier = data["running"], data["frontier"]
+        for e, r, t, f, s in data["votes"]:
+            epochs.votes.setdefault((e, r), {})[t] = (f, s)
+        return epochs

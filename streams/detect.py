@@ -201,6 +201,8 @@ def scan_dropoffs(
 SCHEDULED = "scheduled"
 SUPPRESSED = "suppressed"
 CANCELLED = "cancelled"
+RETRACTED = "retracted"
+"""A cancelled follow-up's reason when its drop-off was retracted (analysts' views leave both out)."""
 
 
 @dataclass(frozen=True)
@@ -222,9 +224,14 @@ class Fired:
     recovery_event_id: str | None = None
     recovered_at: int | None = None
     recovered_value: float | None = None
+    retracted: bool = False
+    """A merge showed it should not have fired; its follow-up is cancelled (``retracted``)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self) | {"anchor": self.anchor.to_json()}
+
+    def retract(self) -> Fired:
+        return replace(self, retracted=True, status=CANCELLED, reason=RETRACTED)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Fired:

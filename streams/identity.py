@@ -116,6 +116,8 @@ class Merge:
     survivor: str
     identity: str
     """The identity whose relabelling revealed the merge."""
+    occurred_at: int
+    """Event time of the event behind the link that revealed it (0 when re-announced)."""
 
 
 @dataclass(frozen=True)
@@ -184,7 +186,7 @@ class IdentityGraph:
         _first_between(node, link.sender, link.occurred_at, link.event_id)
         if label_order(link.label) < label_order(node.label):
             effects.merges.append(
-                Merge(profile_id(node.label), profile_id(link.label), link.target)
+                Merge(profile_id(node.label), profile_id(link.label), link.target, link.occurred_at)
             )
             node.replaced.append(node.label)
             node.label = link.label
@@ -228,5 +230,5 @@ class IdentityGraph:
         for neighbour, (at, event_id) in sorted(node.neighbours.items()):
             effects.links.append(Link(neighbour, key, node.label, event_id, at))
         survivor = profile_id(node.label)
-        effects.merges = [Merge(profile_id(old), survivor, key) for old in node.replaced]
+        effects.merges = [Merge(profile_id(old), survivor, key, 0) for old in node.replaced]
         return effects

@@ -489,6 +489,7 @@ class JourneyCore:
         if due or rescan:
             on_time = [e for e in state.sorted_events() if not e.late]
             if rescan:
+                self._reconcile(state, out, on_time)
                 self._replan(state, out, on_time)
             self._dropoffs(state, out, on_time)
         if appended is not None and appended.action == PURCHASE:
@@ -538,13 +539,31 @@ class JourneyCore:
 
     def _dropoffs(self, state: ProfileState, out: Outputs, on_time: list[EventFacts]) -> None:
         """``on_time``: the profile's events in order, late ones left out."""
-        fired, state.due = scan_dropoffs(on_time, state.horizon, self.rules, state.fired)
+        standing = _standing(state)
+        fired, state.due = scan_dropoffs(on_time, state.horizon, self.rules, standing)
         for dropoff in fired:
             journey = _journey_of(state, dropoff.anchor.event_id)
-            planned = plan_followup(dropoff, journey, on_time, state.fired.values(), self.rules)
+            planned = plan_followup(
+                dropoff, journey, on_time, _standing(state).values(), self.rules
+            )
             state.fired[dropoff.key] = planned
             out.dropoffs.append(planned)
             out.followups.append(planned)
+
+    def _reconcile(self, state: ProfileState, out: Outputs, on_time: list[EventFacts]) -> None:
+        """Convergence after a merge: a drop-off fired on either side that the merged history
+        would not fire — its purchase or resolved contact came in time, or a later change of the
+        same cart moved the deadline — is retracted and its follow-up cancelled. The progress
+        tracking makes this rare (a merge whose cause is beyond the horizon, or late); it makes
+        the tables end as if the profiles had always been one, whatever the processing speed."""
+        should, _ = scan_dropoffs(on_time, state.horizon, self.rules)
+        truth = {(d.key, d.anchor.event_id) for d in should}
+        for key, fired in list(state.fired.items()):
+            if fired.retracted or (key, fired.anchor.event_id) in truth:
+                continue
+            state.fired[key] = fired.retract()
+            out.dropoffs.append(state.fired[key])
+            out.followups.append(state.fired[key])
 
     def _replan(self, state: ProfileState, out: Outputs, on_time: list[EventFacts]) -> None:
         """A merge can reveal consent, a time zone or an earlier follow-up that the drop-offs
@@ -552,7 +571,7 @@ class JourneyCore:
         history (same ids; a drop-off that fired stays fired), so the result does not depend on
         whether the merge came before or after the deadlines."""
         earlier: list[Fired] = []
-        for fired in sorted(state.fired.values(), key=lambda f: (f.deadline, f.key)):
+        for fired in sorted(_standing(state).values(), key=lambda f: (f.deadline, f.key)):
             dropoff = Dropoff(fired.kind, fired.key, fired.anchor, fired.deadline)
             journey = _journey_of(state, fired.anchor.event_id) or fired.journey_id
             planned = plan_followup(dropoff, journey, on_time, earlier, self.rules)
@@ -592,8 +611,19 @@ def _message(fired: Fired) -> tuple[object, ...]:
 
 
 def _latest(state: ProfileState, touched: list[Fired]) -> list[Fired]:
-    keys = dict.fromkeys(fired.key for fired in touched)
-    return [state.fired[key] for key in keys]
+    """Each touched follow-up once, in its final state (a retracted one that a new anchor of the
+    same cart replaced is still published, as retracted)."""
+    latest: dict[str, Fired] = {}
+    for fired in touched:
+        current = state.fired.get(fired.key)
+        same = current is not None and current.followup_id == fired.followup_id
+        latest[fired.followup_id] = current if same and current is not None else fired
+    return list(latest.values())
+
+
+def _standing(state: ProfileState) -> dict[str, Fired]:
+    """Fired drop-offs that stand (not retracted), by key."""
+    return {key: fired for key, fired in state.fired.items() if not fired.retracted}
 
 
 def _journey_of(state: ProfileState, event_id: str) -> str:

@@ -37,6 +37,12 @@ class Outbox:
     async def send_raw(self, name: str, value: bytes, *, key: str | None = None) -> None:
         await self.topics[name].send(key=key.encode() if key else None, value=value)
 
+    async def to_partition(
+        self, name: str, schema: str, record: dict[str, Any], partition: int
+    ) -> None:
+        value = self.codec.encode(schema, record)
+        await self.topics[name].send(key=b"control", value=value, partition=partition)
+
     async def everywhere(self, name: str, schema: str, record: dict[str, Any]) -> None:
         """To every partition of ``name``, for control records each task downstream must see."""
         value = self.codec.encode(schema, record)

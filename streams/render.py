@@ -50,6 +50,7 @@ def dropoff_record(fired: Fired, profile_id: str, version: int) -> dict[str, Any
         "recovered_value": fired.recovered_value,
         "recovery_event_id": fired.recovery_event_id,
         "version": version,
+        "retracted": fired.retracted,
     }
 
 

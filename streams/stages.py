@@ -16,7 +16,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
@@ -27,7 +27,7 @@ from parcours.schemas.errors import SchemaError
 from parcours.schemas.records import Source, dead_letter_record
 from parcours.schemas.sdk import is_blocklisted
 from parcours.schemas.settings import Settings
-from parcours.streams.clock import Announce, EndOfRun, Watermarks
+from parcours.streams.clock import UNKNOWN, Announce, EndOfRun, Epochs, EpochVote, Watermarks
 from parcours.streams.facts import EventFacts, facts_of
 from parcours.streams.identity import (
     Effects,
@@ -48,11 +48,9 @@ log = logging.getLogger(__name__)
 Table = MutableMapping[str, dict[str, Any]]
 """A faust table in the worker (JSON values, changelogged); any dict in tests."""
 
-WATERMARK_EVERY_MS = 1000
-"""How often (wall clock) a task tells the next stage how far its event time has got."""
-EXPIRY_SCAN_EVERY_MS = 2_000
-"""How often (wall clock, live mode) the journey stage looks for journeys its watermark expired
-and drop-offs it made due: a pass only reads each profile's saved wake-up times."""
+WATERMARK_EVERY_MS = 500
+"""How often (wall clock) a task acts on how far its event time has got: ingest tells the next
+stage, identity and journey start an epoch (pacing only: no result depends on it)."""
 
 
 def wall_ms() -> int:
@@ -100,6 +98,12 @@ class Stage:
     upstream_topic: str
     """Whose tasks feed this one: each sends its watermark and end-of-run marker to every task."""
     watermark_every_ms = WATERMARK_EVERY_MS
+    loop = False
+    """Whether the stage's tasks send each other messages (links, transfers): then its time moves
+    in epochs that close only when nothing caused up to their horizon is in flight."""
+    idle_inputs = True
+    """Whether a silent input may stop holding time back (live mode); a stage fed by another's
+    closed epochs always waits for them."""
 
     def __init__(
         self,
@@ -119,9 +123,45 @@ class Stage:
         self.clocks: dict[int, Watermarks] = {}
         self.last_watermark_at: dict[int, int] = {}
         self.process = uuid.uuid4().hex
+        # Earliest cause of the loop messages each task sent since its last epoch vote; a task
+        # this process has not seen yet reports UNKNOWN (never a premature close).
+        self.sent: dict[int, int | None] = {}
+        self.closed: dict[int, int | None] = {}
+        self.nudged: set[int] = set()
+        self.owned: Callable[[int], bool] = lambda partition: True
+        """Whether this process handles ``partition`` now (the app sets it from the assignment)."""
+        self.lateness_ms = _ms(settings.allowed_lateness_seconds)
 
     def touched(self, partition: int) -> None:
         self.active[partition] = True
+
+    def loop_sent(self, partition: int, cause: int) -> None:
+        """Call after the send: a vote made before it reports the message in the next one."""
+        self.touched(partition)
+        if partition in self.sent:
+            known = self.sent[partition]
+            self.sent[partition] = cause if known is None else min(known, cause)
+
+    def epochs(self, partition: int) -> Epochs:
+        """This task's epoch rounds, from the changelogged ``control`` table."""
+        tasks = self.out.partitions(self.input_topic)
+        data = self.control.get(f"{self.name}-epochs:{partition}")
+        return Epochs.from_json(partition, tasks, data, sent=self.sent.get(partition, UNKNOWN))
+
+    def keep_epochs(self, partition: int, epochs: Epochs) -> None:
+        self.sent[partition] = epochs.sent
+        self.closed[partition] = epochs.closed
+        self.control[f"{self.name}-epochs:{partition}"] = epochs.to_json()
+
+    def closed_horizon(self, partition: int) -> int | None:
+        if partition not in self.closed:
+            self.closed[partition] = self.epochs(partition).closed
+        return self.closed[partition]
+
+    def frontier(self, partition: int) -> int | None:
+        """The horizon this task's inputs allow: every on-time event up to it has come."""
+        watermark = self.clock(partition).current()
+        return None if watermark is None else watermark - self.lateness_ms - 1
 
     def end_of_run(self, partition: int) -> EndOfRun:
         """This task's end-of-run bookkeeping, from the changelogged ``control`` table."""
@@ -135,13 +175,25 @@ class Stage:
 
     def clock(self, partition: int) -> Watermarks:
         if partition not in self.clocks:
-            self.clocks[partition] = Watermarks(
+            idle = _ms(self.settings.watermark_idle_seconds) if self.idle_inputs else None
+            clock = Watermarks(
                 self.out.partitions(self.upstream_topic),
-                idle_ms=int(self.settings.watermark_idle_seconds * 1000),
-                lateness_ms=int(self.settings.allowed_lateness_seconds * 1000),
+                idle_ms=idle,
+                lateness_ms=self.lateness_ms,
                 wall_ms=wall_ms,
             )
+            clock.replays = set(self.control.get(f"{self.name}-replays:{partition}") or ())
+            self.clocks[partition] = clock
         return self.clocks[partition]
+
+    def replays(self, partition: int, run_id: str, *, open_: bool) -> None:
+        """A replay began (or ended) on the inputs: no input is idle while one is open."""
+        clock = self.clock(partition)
+        if open_:
+            clock.replays.add(run_id)
+        else:
+            clock.replays.discard(run_id)
+        self.control[f"{self.name}-replays:{partition}"] = sorted(clock.replays)  # type: ignore[assignment]
 
     async def dead_letter(self, value: bytes, reason: str, source: Source) -> None:
         log.warning("dead-lettered %s[%d]@%d: %s", *_where(source), reason)
@@ -163,12 +215,18 @@ class Stage:
 
     async def dispatch(self, kind: str, record: dict[str, Any], raw: bytes, source: Source) -> None:
         if self.newly_handled(source.partition):
-            await self.on_take_over(source.partition)
+            await self.take_over(source.partition)
         if kind == "Watermark":
             self.clock(source.partition).observe(
                 record["source_partition"], epoch_ms(record["watermark"]) or 0
             )
             await self.pass_watermark(source.partition)
+        elif kind == "Tick":
+            await self.on_tick(source.partition)
+        elif kind == "EpochRound":
+            await self.on_vote(EpochVote(**record), source.partition)
+        elif kind == "Marker" and record.get("begins"):
+            self.replays(source.partition, record["run_id"], open_=True)
         elif kind == "Marker":
             end = self.end_of_run(source.partition)
             announce = end.input_done(
@@ -199,6 +257,18 @@ class Stage:
         self.control[key] = {"owner": self.process}
         return True
 
+    async def take_over(self, partition: int) -> None:
+        self.clocks.pop(partition, None)
+        self.nudged.discard(partition)
+        self.sent.pop(partition, None)
+        self.closed.pop(partition, None)
+        if self.loop:
+            epochs = self.epochs(partition)
+            again = epochs.resume()
+            self.keep_epochs(partition, epochs)
+            await self.vote([again] if again else [])
+        await self.on_take_over(partition)
+
     async def on_take_over(self, partition: int) -> None:
         """What a stage re-sends when a partition comes to it. faust publishes an agent's sends
         when it commits the offset while table changes go out at once, so a killed owner can
@@ -228,12 +298,62 @@ class Stage:
         return current
 
     async def on_watermark(self, partition: int, watermark: int) -> None:
-        """Tell every task of the next stage how far this one has got."""
+        """A stage without a loop tells every task of the next stage how far it has got; one with
+        a loop starts an epoch (the next stage hears when it closes)."""
+        if not self.loop:
+            await self.tell_downstream(partition, watermark)
+            return
+        epochs = self.epochs(partition)
+        vote = epochs.begin(watermark - self.lateness_ms - 1)
+        self.keep_epochs(partition, epochs)
+        await self.vote([vote] if vote else [])
+
+    async def tell_downstream(self, partition: int, watermark: int) -> None:
         record = {"source_partition": partition, "watermark": watermark}
         await self.out.everywhere(self.output_topic, "Watermark", record)
 
+    async def vote(self, votes: list[EpochVote]) -> None:
+        for vote in votes:
+            await self.out.everywhere(self.input_topic, "EpochRound", asdict(vote))
+
+    async def on_vote(self, vote: EpochVote, partition: int) -> None:
+        epochs = self.epochs(partition)
+        votes, closed = epochs.receive(vote, self.frontier(partition))
+        self.keep_epochs(partition, epochs)
+        await self.vote(votes)
+        if closed is not None:
+            await self.on_closed(partition, closed)
+
+    async def on_closed(self, partition: int, horizon: int) -> None:
+        """Every on-time event up to ``horizon`` and everything it caused in this stage is done."""
+
+    async def tick(self) -> None:
+        """Wall-clock heartbeat: time must go on when no record comes in (an idle input counts as
+        the wall clock minus the allowed lateness; an epoch whose inputs moved starts). A timer
+        cannot write tables, so it sends the task a ``Tick`` through its own partition."""
+        for partition in list(self.clocks):
+            if partition in self.nudged or not self.owned(partition):
+                continue
+            epochs = self.epochs(partition)
+            frontier = self.frontier(partition)
+            if epochs.running or frontier is None:
+                continue
+            if epochs.closed is None or frontier > epochs.closed:
+                self.nudged.add(partition)
+                await self.out.to_partition(
+                    self.input_topic, "Tick", {"task": partition}, partition
+                )
+
+    async def on_tick(self, partition: int) -> None:
+        self.nudged.discard(partition)
+        current = self.watermark(partition)
+        if current is not None:
+            self.last_watermark_at[partition] = wall_ms()
+            await self.on_watermark(partition, current)
+
     async def finish(self, run_id: str, partition: int, watermark: int | None) -> None:
         """The run is over for this task: its watermark jumps to the run's; tell the next stage."""
+        self.replays(partition, run_id, open_=False)
         self.clock(partition).finish(watermark or 0)
         await self.on_finished(partition)
         marker = {
@@ -291,6 +411,7 @@ class IdentityStage(Stage):
     input_topic = topics.IDENTITY
     output_topic = topics.RESOLVED
     upstream_topic = topics.TOUCHPOINTS
+    loop = True
 
     def __init__(
         self,
@@ -317,6 +438,14 @@ class IdentityStage(Stage):
         source = Source(self.input_topic, partition, -1, 0)
         for node in list(self.nodes):
             await self.publish(self.graph.announce(node), source)
+        closed = self.closed_horizon(partition)
+        if closed is not None:  # the last owner's news of it may have died with it
+            await self.on_closed(partition, closed)
+
+    async def on_closed(self, partition: int, horizon: int) -> None:
+        """Tell the journey stage: every event up to ``horizon``, and every merge it caused, has
+        been sent (as the watermark at which that horizon is reached)."""
+        await self.tell_downstream(partition, horizon + self.lateness_ms + 1)
 
     async def on_record(
         self, kind: str, record: dict[str, Any], raw: bytes, source: Source
@@ -347,6 +476,7 @@ class IdentityStage(Stage):
         for link in effects.links:
             record = asdict(link)
             await self.out.send(self.input_topic, "IdentityLink", record, key=link.target)
+            self.loop_sent(source.partition, link.occurred_at)
         for merge in effects.merges:
             record = asdict(merge)
             await self.out.send(self.output_topic, "ProfileMerge", record, key=merge.loser)
@@ -360,19 +490,13 @@ class IdentityStage(Stage):
     def downstream(self) -> tuple[str, ...]:
         return (topics.RESOLVED,)
 
-    async def tick(self) -> None:
-        """Wall-clock heartbeat: when every input is silent no watermark record comes in, yet
-        time must go on (idle inputs count as the wall clock minus the allowed lateness)."""
-        for partition in list(self.clocks):
-            await self.pass_watermark(partition)
-
 
 class JourneyStage(Stage):
     input_topic = topics.RESOLVED
     output_topic = topics.RESOLVED
     upstream_topic = topics.IDENTITY
-    # Acting on the watermark means scanning the partition's profiles for idle journeys.
-    watermark_every_ms = EXPIRY_SCAN_EVERY_MS
+    loop = True
+    idle_inputs = False
 
     def __init__(
         self,
@@ -409,13 +533,24 @@ class JourneyStage(Stage):
         self.profiles[state.profile_id] = state.to_json() | {"partition": partition, "wake": wake}
 
     def time(self, partition: int) -> tuple[int | None, bool]:
+        """The watermark the core works with: at the end of a run, the run's (everything has
+        come); otherwise the one at which the last closed epoch's horizon is reached."""
         clock = self.clock(partition)
-        return clock.current(), clock.finished
+        clock.current()
+        if clock.finished:
+            return clock.floor, True
+        closed = self.closed_horizon(partition)
+        return (None if closed is None else closed + self.lateness_ms + 1), False
 
-    async def on_watermark(self, partition: int, watermark: int) -> None:
-        """The journey stage is the last one: its watermark expires journeys and fires drop-offs
-        (only the profiles whose saved wake-up time has come are loaded)."""
-        finished = self.clock(partition).finished
+    async def on_closed(self, partition: int, horizon: int) -> None:
+        await self.scan(partition)
+
+    async def scan(self, partition: int) -> None:
+        """Time passed: expire journeys and fire drop-offs (only the profiles whose saved
+        wake-up time has come are loaded)."""
+        watermark, finished = self.time(partition)
+        if watermark is None:
+            return
         for data in list(self.profiles.values()):
             if data.get("partition") != partition or data.get("merged_into"):
                 continue
@@ -428,9 +563,7 @@ class JourneyStage(Stage):
             self.save(state, partition)
 
     async def on_finished(self, partition: int) -> None:
-        watermark = self.watermark(partition)
-        if watermark is not None:
-            await self.on_watermark(partition, watermark)
+        await self.scan(partition)
 
     async def on_record(
         self, kind: str, record: dict[str, Any], raw: bytes, source: Source
@@ -438,10 +571,10 @@ class JourneyStage(Stage):
         if kind == "ResolvedTouchpoint":
             await self.on_touchpoint(record, raw, source)
         elif kind == "ProfileMerge":
-            await self.on_merge(record["loser"], record["survivor"], source)
+            await self.on_merge(record["loser"], record["survivor"], record["occurred_at"], source)
         elif kind == "ProfileTransfer":
             loser = ProfileState.from_json(json.loads(record["state"]))
-            await self.on_transfer(record["survivor"], loser, source)
+            await self.on_transfer(record["survivor"], loser, record["occurred_at"], source)
         else:
             await super().on_record(kind, record, raw, source)
 
@@ -453,6 +586,7 @@ class JourneyStage(Stage):
             await self.out.send(
                 self.input_topic, "ResolvedTouchpoint", forwarded, key=state.merged_into
             )
+            self.loop_sent(source.partition, epoch_ms(record["touchpoint"]["occurred_at"]) or 0)
             return
         touchpoint = record["touchpoint"]
         occurred_at = epoch_ms(touchpoint["occurred_at"]) or 0
@@ -463,7 +597,7 @@ class JourneyStage(Stage):
         await self.publish(self.core.add(state, facts, watermark, finished=finished))
         self.save(state, source.partition)
 
-    async def on_merge(self, loser: str, survivor: str, source: Source) -> None:
+    async def on_merge(self, loser: str, survivor: str, cause: int, source: Source) -> None:
         """Send ``loser``'s state to the survivor. Each time a merge for it comes (the identity
         stage sends one per relabelled identity, and a redelivery after a crash comes again), the
         state is sent again: the transfer of a killed worker may never have left, and the
@@ -473,23 +607,29 @@ class JourneyStage(Stage):
         state = self.load(loser)
         state.merged_into = state.merged_into or survivor
         if state.events:
-            await self.transfer(state, state.merged_into, source)
+            await self.transfer(state, state.merged_into, cause, source)
         self.save(state, source.partition)
 
-    async def transfer(self, loser: ProfileState, survivor: str, source: Source) -> None:
+    async def transfer(
+        self, loser: ProfileState, survivor: str, cause: int, source: Source
+    ) -> None:
         """Send ``loser``'s whole state to the survivor's partition."""
         self.touched(source.partition)
         record = {
             "loser": loser.profile_id,
             "survivor": survivor,
             "state": json.dumps(loser.to_json()).encode(),
+            "occurred_at": cause,
         }
         await self.out.send(self.input_topic, "ProfileTransfer", record, key=survivor)
+        self.loop_sent(source.partition, cause)
 
-    async def on_transfer(self, survivor: str, loser: ProfileState, source: Source) -> None:
+    async def on_transfer(
+        self, survivor: str, loser: ProfileState, cause: int, source: Source
+    ) -> None:
         state = self.load(survivor)
         if state.merged_into:
-            await self.transfer(loser, state.merged_into, source)
+            await self.transfer(loser, state.merged_into, cause, source)
             return
         watermark, finished = self.time(source.partition)
         await self.publish(self.core.absorb(state, loser, watermark, finished=finished))

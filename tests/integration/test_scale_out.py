@@ -1,4 +1,8 @@
-"""The same day gives the same journeys at any partitioning, and survives a worker's SIGKILL."""
+"""The same day gives the same results at any partitioning and speed: 1 partition and 1 worker,
+4 partitions and 2 workers, a worker SIGKILLed mid-replay, a worker paused while a backlog builds.
+
+The day has thousands of customers interleaved, hundreds of whom leave a web cart anonymously,
+log in and buy that cart in a store before its deadline: none of them may ever get a drop-off."""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from parcours.deploy.generate import generate, write_jsonl
+from parcours.deploy.generate import ANONYMOUS_CART_PREFIX, generate, write_jsonl
 from parcours.deploy.replay import ReplayResult, replay
 from parcours.deploy.stack import embedded_stack
 from parcours.schemas.producer import TouchpointProducer
@@ -25,7 +29,8 @@ from tests.integration.conftest import eventually, isolated_settings, query
 
 pytestmark = pytest.mark.integration
 
-EVENTS = 3000
+EVENTS = 12_000
+CUSTOMERS = 4_000
 
 SNAPSHOT = {
     "touchpoints": "SELECT event_id, profile_id, journey_id, session_key, late FROM {db}.touchpoints FINAL "
@@ -41,6 +46,11 @@ SNAPSHOT = {
     "ORDER BY kind, anchor_event_id",
     "followups": "SELECT followup_id, profile_id, kind, channel, status, reason, send_at, "
     "expires_at, payload FROM {db}.followups_current ORDER BY followup_id",
+    # Every version ever written for the carts bought in a store in time, and every late event:
+    # the progress tracking must keep both empty, not only the current views.
+    "bought_in_time": "SELECT kind, anchor_event_id, version, retracted FROM {db}.dropoffs "
+    f"WHERE startsWith(cart_id, '{ANONYMOUS_CART_PREFIX}') ORDER BY ALL",
+    "late": "SELECT event_id FROM {db}.touchpoints WHERE late ORDER BY event_id",
 }
 
 
@@ -81,7 +91,7 @@ def _cli_replay(day: Path, data_dir: Path, partitions: int, workers: int) -> dic
 def day(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("day") / "day.jsonl"
     with path.open("w") as handle:
-        write_jsonl(generate(EVENTS, seed=23), handle)
+        write_jsonl(generate(EVENTS, seed=23, customers=CUSTOMERS), handle)
     return path
 
 
@@ -105,6 +115,19 @@ def test_the_reference_day_has_merges_warnings_and_cross_channel_journeys(
     assert any(p["failure_driven"] for p in one_by_one["pivots"])
     assert {d["kind"] for d in one_by_one["dropoffs"]} >= {"abandoned_cart", "abandoned_checkout"}
     assert {f["status"] for f in one_by_one["followups"]} >= {"scheduled", "suppressed"}
+
+
+def test_a_cart_bought_in_a_store_before_its_deadline_is_never_abandoned(
+    day: Path, one_by_one: dict[str, Any]
+) -> None:
+    carts = {
+        line["cart"]["cart_id"]
+        for line in map(json.loads, day.read_text().splitlines())
+        if (line.get("cart") or {}).get("cart_id", "").startswith(ANONYMOUS_CART_PREFIX)
+    }
+    assert len(carts) > 300, "the day must hold hundreds of such customers"
+    assert one_by_one["bought_in_time"] == []
+    assert one_by_one["late"] == [], "no event of the day is beyond the allowed lateness"
 
 
 def test_four_partitions_and_two_workers_give_identical_results(
@@ -152,6 +175,36 @@ def test_a_worker_killed_mid_replay_changes_nothing(
         survived = _snapshot(reader)
     for table in SNAPSHOT:
         assert survived[table] == one_by_one[table], f"{table} differ"
+
+
+def test_a_backlog_after_a_paused_worker_changes_nothing(
+    day: Path, one_by_one: dict[str, Any], tmp_path: Path
+) -> None:
+    """The worker is stopped (SIGSTOP) from the first produced lines until the whole file is on
+    the broker, then continued: it works through the day as one backlog, at full speed."""
+    settings = isolated_settings(tmp_path, "pause", partitions=4, workers=1)
+    with embedded_stack(settings) as stack:
+        reader = open_reader(stack.settings)
+        worker = stack.workers[0]
+        paused: list[int] = []
+
+        def pause_while_producing(phase: str, done: int, total: int | None) -> None:
+            if phase == "produce" and not paused:
+                os.kill(worker.pid, signal.SIGSTOP)
+                paused.append(done)
+            elif phase == "process" and len(paused) == 1:
+                os.kill(worker.pid, signal.SIGCONT)
+                paused.append(done)
+
+        try:
+            replay(stack.settings, day, reader=reader, check=stack.check, timeout=300,
+                   progress=pause_while_producing)  # fmt: skip
+        finally:
+            os.kill(worker.pid, signal.SIGCONT)
+        assert len(paused) == 2 and paused[0] < EVENTS // 10, paused
+        after_backlog = _snapshot(reader)
+    for table in SNAPSHOT:
+        assert after_backlog[table] == one_by_one[table], f"{table} differ"
 
 
 def test_in_live_mode_silent_inputs_do_not_hold_time_back(tmp_path: Path) -> None:

@@ -150,6 +150,7 @@ def test_every_shipped_schema_round_trips() -> None:
             "source_partition": 0,
             "source_partitions": 4,
             "watermark": now,
+            "begins": False,
         },
         "Journey": {
             "journey_id": "j",
@@ -173,8 +174,15 @@ def test_every_shipped_schema_round_trips() -> None:
         },
         "RunRound": {"run_id": "r", "round": 2, "task": 1, "active": False, "watermark": now},
         "Watermark": {"source_partition": 3, "watermark": now},
-        "ProfileMerge": {"loser": "p-1", "survivor": "p-2", "identity": "device_id:d"},
-        "ProfileTransfer": {"loser": "p-1", "survivor": "p-2", "state": b"{}"},
+        "Tick": {"task": 3},
+        "EpochRound": {"epoch": 7, "round": 1, "task": 2, "frontier": 5, "sent": None},
+        "ProfileMerge": {
+            "loser": "p-1",
+            "survivor": "p-2",
+            "identity": "device_id:d",
+            "occurred_at": 5,
+        },
+        "ProfileTransfer": {"loser": "p-1", "survivor": "p-2", "state": b"{}", "occurred_at": 5},
         "IdentityWarning": {
             "warning_id": "w",
             "identity": "device_id:k",
@@ -214,6 +222,7 @@ def test_every_shipped_schema_round_trips() -> None:
             "recovered_value": 10.0,
             "recovery_event_id": "e9",
             "version": 4,
+            "retracted": False,
         },
         "Followup": {
             "followup_id": "f",

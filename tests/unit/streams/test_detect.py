@@ -442,3 +442,45 @@ def test_absorbing_the_same_loser_twice_changes_nothing_the_second_time() -> Non
     copy = ProfileState.from_json(loser.to_json())
     assert core.absorb(survivor, loser, T0 + 2 * HOUR, finished=True)
     assert not core.absorb(survivor, copy, T0 + 2 * HOUR, finished=True)
+
+
+def test_a_late_merge_that_brings_a_purchase_in_time_retracts_the_dropoff() -> None:
+    """The anonymous cart fired on its own profile (the login that links it came after the
+    deadline); the customer's profile bought in a store before that deadline."""
+    core, survivor, loser = JourneyCore(RULES), ProfileState("p-1"), ProfileState("p-2")
+    for event in (consent(1, T0 - DAY), cart(2, T0)):
+        core.add(loser, event, None)
+    fired = core.advance(loser, T0 + 2 * HOUR, finished=True)
+    assert [(f.status, f.retracted) for f in fired.followups] == [("scheduled", False)]
+    core.add(survivor, purchase(3, T0 + 30 * MIN), None)
+    out = core.absorb(survivor, loser, T0 + 2 * HOUR, finished=True)
+    assert [(f.followup_id, f.retracted) for f in out.dropoffs] == [
+        (fired.followups[0].followup_id, True)
+    ]
+    assert [(f.status, f.reason) for f in out.followups] == [("cancelled", "retracted")]
+    # As if the profiles had always been one: nothing fires.
+    assert not run(
+        [consent(1, T0 - DAY), cart(2, T0), purchase(3, T0 + 30 * MIN)], T0 + 2 * HOUR
+    ).dropoffs
+
+
+def test_a_merge_that_moves_the_carts_deadline_retracts_and_fires_the_later_anchor() -> None:
+    core, survivor, loser = JourneyCore(RULES), ProfileState("p-1"), ProfileState("p-2")
+    core.add(loser, cart(1, T0), None)
+    first = core.advance(loser, T0 + 3 * HOUR, finished=True).dropoffs
+    core.add(survivor, cart(2, T0 + 50 * MIN, items=2), None)
+    core.advance(survivor, T0 + 30 * MIN, finished=False)
+    out = core.absorb(survivor, loser, T0 + 3 * HOUR, finished=True)
+    published = {(f.anchor.event_id, f.retracted) for f in out.dropoffs}
+    assert published == {(first[0].anchor.event_id, True), ("e002", False)}
+    expected = only(run([cart(1, T0), cart(2, T0 + 50 * MIN, items=2)], T0 + 3 * HOUR))
+    assert survivor.fired["cart:c1"].anchor == expected.anchor
+
+
+def test_a_merge_that_changes_nothing_about_a_dropoff_keeps_it() -> None:
+    core, survivor, loser = JourneyCore(RULES), ProfileState("p-1"), ProfileState("p-2")
+    core.add(loser, cart(1, T0), None)
+    core.advance(loser, T0 + 2 * HOUR, finished=True)
+    core.add(survivor, purchase(2, T0 + 90 * MIN), None)
+    out = core.absorb(survivor, loser, T0 + 2 * HOUR, finished=True)
+    assert [f.retracted for f in out.dropoffs] == [False]

@@ -75,8 +75,10 @@ def test_anonymous_then_login_is_one_profile_under_the_crm() -> None:
     net.event("e2", 2, anonymous_id="ck-1", crm_id="c-1")
     net.deliver()
     assert net.label("anonymous_id:ck-1") == "crm_id:c-1"
+    # The merge carries the time of the event that revealed it: the journey stage's progress
+    # tracking waits for the transfer it causes.
     assert Merge(
-        profile_id("anonymous_id:ck-1"), profile_id("crm_id:c-1"), "anonymous_id:ck-1"
+        profile_id("anonymous_id:ck-1"), profile_id("crm_id:c-1"), "anonymous_id:ck-1", 2
     ) in (net.merges)
 
 

@@ -74,4 +74,5 @@ def test_marker_is_passed_on_with_this_partition() -> None:
         "source_partition": 3,
         "source_partitions": 4,
         "watermark": None,
+        "begins": False,
     }
