@@ -414,17 +414,21 @@ def generate(
     customers: int | None = None,
     hours: float = 24.0,
     disorder_seconds: float = 5.0,
+    weights: dict[str, float] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """``events`` touchpoints, in arrival order (event time plus up to ``disorder_seconds`` of shuffle)."""
+    """``events`` touchpoints, in arrival order (event time plus up to ``disorder_seconds`` of
+    shuffle); ``weights`` overrides the share of scenarios by name (the rest keep theirs)."""
     rng = random.Random(seed)
     people = [_customer(rng, n) for n in range(customers or max(10, events // 12))]
-    scenarios, weights = zip(*SCENARIOS, strict=True)
+    chosen = weights or {}
+    scenarios = tuple(scenario for scenario, _ in SCENARIOS)
+    shares = tuple(chosen.get(scenario.__name__, share) for scenario, share in SCENARIOS)
     out: list[tuple[float, dict[str, Any]]] = []
     journey = 0
     consented: set[int] = set()
     while len(out) < events:
         customer = rng.choice(people)
-        scenario = rng.choices(scenarios, weights)[0]
+        scenario = rng.choices(scenarios, shares)[0]
         at = START + timedelta(seconds=rng.uniform(0, hours * 3600))
         journey += 1
         for step in scenario(rng, customer, f"{seed}-{journey}"):

@@ -12,7 +12,7 @@ from parcours.sinks.migrations import _statements, migrate
 pytestmark = pytest.mark.integration
 
 
-MIGRATIONS = ((1, "init"), (2, "journeys"))
+MIGRATIONS = ((1, "init"), (2, "journeys"), (3, "detections"), (4, "kpis"))
 
 
 def _apply_until(backend: ChdbBackend, last: int) -> None:
@@ -71,7 +71,7 @@ def test_a_002_database_with_detections_upgrades_to_versioned_tables_and_kpis(
             "('j1', 'p1', '2026-11-02 10:00:00', 'chatbot', 'phone', 60, true, 'e0', 'e1')"
         )
 
-        assert migrate(backend) == [3, 4]
+        assert migrate(backend) == [3, 4, 5]
         assert migrate(backend) == []
 
         rows = rows_of(
@@ -101,5 +101,46 @@ def test_a_002_database_with_detections_upgrades_to_versioned_tables_and_kpis(
         assert engines["dropoffs"].startswith("ReplacingMergeTree(version)")
         assert engines["followups"].startswith("ReplacingMergeTree(version)")
         assert "kpi_daily_channel_mv" in engines and "handoffs" in engines
+    finally:
+        backend.close()
+
+
+def test_a_004_database_keeps_its_dropoffs_and_followups_current_after_005(
+    tmp_path: Path,
+) -> None:
+    """005 adds `dropoffs.retracted`; the current views leave retracted drop-offs and their
+    follow-ups out, and keep every row written before it."""
+    backend = ChdbBackend(tmp_path / "clickhouse", "parcours")
+    try:
+        _apply_until(backend, 4)
+        backend.command(
+            "INSERT INTO parcours.dropoffs (journey_id, profile_id, kind, anchor_event_id, "
+            "deadline, followup_id, version) VALUES "
+            "('j1', 'p1', 'abandoned_cart', 'e1', '2026-11-02 11:00:00', 'f1', 1), "
+            "('j2', 'p2', 'abandoned_cart', 'e2', '2026-11-02 11:00:00', 'f2', 1)"
+        )
+        backend.command(
+            "INSERT INTO parcours.followups (followup_id, profile_id, kind, status, reason, "
+            "version) VALUES ('f1', 'p1', 'abandoned_cart', 'scheduled', '', 1), "
+            "('f2', 'p2', 'abandoned_cart', 'scheduled', '', 1)"
+        )
+        assert migrate(backend) == [5]
+        backend.command(
+            "INSERT INTO parcours.dropoffs (journey_id, profile_id, kind, anchor_event_id, "
+            "deadline, followup_id, version, retracted) VALUES "
+            "('j2', 'p2', 'abandoned_cart', 'e2', '2026-11-02 11:00:00', 'f2', 2, 1)"
+        )
+        backend.command(
+            "INSERT INTO parcours.followups (followup_id, profile_id, kind, status, reason, "
+            "version) VALUES ('f2', 'p2', 'abandoned_cart', 'cancelled', 'retracted', 2)"
+        )
+        dropoffs = rows_of(
+            backend.query("SELECT anchor_event_id, retracted FROM parcours.dropoffs_current")
+        )
+        followups = rows_of(
+            backend.query("SELECT followup_id, status FROM parcours.followups_current")
+        )
+        assert dropoffs == [{"anchor_event_id": "e1", "retracted": 0}]
+        assert followups == [{"followup_id": "f1", "status": "scheduled"}]
     finally:
         backend.close()

@@ -174,3 +174,115 @@ def test_a_resumed_owner_sends_its_vote_again_and_reports_unknown() -> None:
     epochs.receive(vote, 100)
     epochs.receive(again, 100)
     assert epochs.votes[(0, 0)][0] == (100, UNKNOWN)
+
+
+@dataclass(frozen=True)
+class Merge:
+    cause: int
+
+
+@dataclass(frozen=True)
+class Closed:
+    horizon: int
+
+
+class TwoStages:
+    """Identity tasks (links between them, merges to the journey tasks, each closed horizon sent
+    to every journey task after the merges) and journey tasks (a merge sends a transfer to
+    another journey task). Channels are FIFO per (sender, receiver), as on Kafka."""
+
+    def __init__(self, inputs: list[list[int]], journeys: int, fanout: list[int]) -> None:
+        self.identity = Sim(inputs, fanout)
+        self.journeys = [Epochs(j, journeys) for j in range(journeys)]
+        self.marks: list[dict[int, int]] = [{} for _ in range(journeys)]
+        self.to_journey: dict[tuple[int, int], deque[Merge | Closed]] = {
+            (i, j): deque() for i in range(len(inputs)) for j in range(journeys)
+        }
+        self.between: dict[tuple[int, int], deque[Merge | EpochVote]] = {
+            (a, b): deque() for a in range(journeys) for b in range(journeys)
+        }
+        self.horizons: list[list[int]] = [[] for _ in range(journeys)]
+
+    def identity_delivers(self, sender: int, target: int) -> None:
+        message = self.identity.channels[(sender, target)][0]
+        before = self.identity.tasks[target].closed[:]
+        self.identity.deliver(sender, target)
+        if isinstance(message, Loop) and message.hops % 2 == 0:  # this link revealed a merge
+            journey = (message.cause + target) % len(self.journeys)
+            self.to_journey[(target, journey)].append(Merge(message.cause))
+        for horizon in self.identity.tasks[target].closed[len(before) :]:
+            for j in range(len(self.journeys)):
+                self.to_journey[(target, j)].append(Closed(horizon))
+
+    def journey_input(self, sender: int, j: int) -> None:
+        message = self.to_journey[(sender, j)].popleft()
+        if isinstance(message, Merge):  # the loser's state goes to the survivor's task
+            survivor = (message.cause * 7 + j) % len(self.journeys)
+            self.between[(j, survivor)].append(message)
+            self.journeys[j].loop_sent(message.cause)
+            return
+        self.marks[j][sender] = message.horizon
+        if len(self.marks[j]) == len(self.identity.tasks):
+            vote = self.journeys[j].begin(min(self.marks[j].values()))
+            self.broadcast(j, [vote] if vote else [])
+
+    def broadcast(self, sender: int, votes: list[EpochVote]) -> None:
+        for vote in votes:
+            for target in range(len(self.journeys)):
+                self.between[(sender, target)].append(vote)
+
+    def journey_delivers(self, sender: int, target: int) -> None:
+        message = self.between[(sender, target)].popleft()
+        if isinstance(message, Merge):
+            return  # absorbed
+        frontier = min(self.marks[target].values()) if self.marks[target] else None
+        votes, closed = self.journeys[target].receive(message, frontier)
+        self.broadcast(target, votes)
+        if closed is not None:
+            pending = [
+                m.cause
+                for queue in (*self.identity.channels.values(),)
+                for m in queue
+                if isinstance(m, Loop)
+            ]
+            pending += [
+                m.cause for q in self.to_journey.values() for m in q if isinstance(m, Merge)
+            ]
+            pending += [m.cause for q in self.between.values() for m in q if isinstance(m, Merge)]
+            assert all(cause > closed for cause in pending), (closed, sorted(pending)[:3])
+            self.horizons[target].append(closed)
+
+    def moves(self) -> list[tuple[str, int, int]]:
+        sim = self.identity
+        out = [("read", i, 0) for i, t in enumerate(sim.tasks) if t.inputs]
+        out += [("identity", a, b) for (a, b) in sim.busy()]
+        out += [("to_journey", a, b) for (a, b), q in self.to_journey.items() if q]
+        out += [("journey", a, b) for (a, b), q in self.between.items() if q]
+        return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    inputs=st.lists(times, min_size=1, max_size=3),
+    journeys=st.integers(1, 3),
+    fanout=st.lists(st.integers(0, 2), min_size=1, max_size=5),
+    data=st.data(),
+)
+def test_no_interleaving_of_links_merges_and_transfers_lets_a_journey_horizon_pass_a_pending_merge(
+    inputs: list[list[int]], journeys: int, fanout: list[int], data: st.DataObject
+) -> None:
+    world = TwoStages(inputs, journeys, fanout)
+    for _ in range(3000):
+        moves = world.moves()
+        if not moves:
+            break
+        kind, a, b = data.draw(st.sampled_from(moves))
+        if kind == "read":
+            world.identity.read_input(a)
+        elif kind == "identity":
+            world.identity_delivers(a, b)
+        elif kind == "to_journey":
+            world.journey_input(a, b)
+        else:
+            world.journey_delivers(a, b)
+    assert all(h == sorted(set(h)) for h in world.horizons)
