@@ -315,6 +315,16 @@ class JourneyCore:
         it affects: the watermark that expires a journey, the horizon that fires a drop-off."""
         return {"expires": state.expires_at(self.rules), "due": state.due}
 
+    def wakes_at(self, wake: dict[str, Any]) -> int | None:
+        """The first watermark (before a run's end) at which :meth:`is_due` holds."""
+        expires, due = wake.get("expires"), wake.get("due")
+        times = [
+            t
+            for t in (expires, None if due is None else due + self.rules.allowed_lateness_ms + 1)
+            if t is not None
+        ]
+        return min(times, default=None)
+
     def is_due(self, wake: dict[str, Any], watermark: int, *, finished: bool) -> bool:
         expires, due = wake.get("expires"), wake.get("due")
         horizon = self.rules.horizon(watermark, finished=finished)

@@ -42,6 +42,7 @@ from parcours.streams.journey import JourneyCore, Outputs, ProfileState
 from parcours.streams.outbox import Outbox
 from parcours.streams.render import dropoff_record, followup_record, handoff_record, pivot_record
 from parcours.streams.rules import Rules
+from parcours.streams.timers import Timers
 
 log = logging.getLogger(__name__)
 
@@ -509,6 +510,8 @@ class JourneyStage(Stage):
         super().__init__(settings, codec, outbox, control)
         self.profiles = profiles
         self.core = JourneyCore(rules_of(settings))
+        self.timers: dict[int, Timers] = {}
+        """Per partition this process handles: when time alone changes each profile."""
 
     def load(self, profile: str) -> ProfileState:
         data = self.profiles.get(profile)
@@ -520,7 +523,9 @@ class JourneyStage(Stage):
         return state
 
     async def on_take_over(self, partition: int) -> None:
-        """Publish every profile of the partition again (with higher versions)."""
+        """Publish every profile of the partition again (with higher versions); their saves
+        rebuild the partition's timers."""
+        self.timers[partition] = Timers()
         for key, data in list(self.profiles.items()):
             if data.get("partition") != partition or data.get("merged_into"):
                 continue
@@ -531,6 +536,8 @@ class JourneyStage(Stage):
     def save(self, state: ProfileState, partition: int) -> None:
         wake = self.core.wake(state)
         self.profiles[state.profile_id] = state.to_json() | {"partition": partition, "wake": wake}
+        at = None if state.merged_into else self.core.wakes_at(wake)
+        self.timers.setdefault(partition, Timers()).set(state.profile_id, at)
 
     def time(self, partition: int) -> tuple[int | None, bool]:
         """The watermark the core works with: at the end of a run, the run's (everything has
@@ -551,10 +558,15 @@ class JourneyStage(Stage):
         watermark, finished = self.time(partition)
         if watermark is None:
             return
-        for data in list(self.profiles.values()):
-            if data.get("partition") != partition or data.get("merged_into"):
+        timers = self.timers.setdefault(partition, Timers())
+        # The end of a run fires what the allowed lateness still held back: look at every one.
+        woken = timers.waiting() if finished else timers.due(watermark)
+        for profile in woken:
+            data = self.profiles.get(profile)
+            if data is None or data.get("partition") != partition or data.get("merged_into"):
                 continue
             if not self.core.is_due(data.get("wake") or {}, watermark, finished=finished):
+                timers.set(profile, self.core.wakes_at(data.get("wake") or {}))
                 continue
             state = ProfileState.from_json(data)
             outputs = self.core.advance(state, watermark, finished=finished)
