@@ -21,6 +21,7 @@ from parcours.schemas.errors import StackError
 from parcours.schemas.kafka import client_config
 from parcours.schemas.settings import Settings, settings_env
 from parcours.sinks.sqlserver import running_endpoint
+from parcours.streams.app import ready_file
 
 log = logging.getLogger(__name__)
 STATE_FILE = "stack.json"
@@ -127,6 +128,22 @@ class Stack:
         wait_until(ready, 60, "the ClickHouse sink to start")
         return sink
 
+    def wait_for_workers(self, timeout: float = 120) -> None:
+        """Until every worker has joined the group and restored its tables: a replay that starts
+        earlier goes through a rebalance while it runs (each new member moves partitions)."""
+
+        def joined() -> bool:
+            """Each worker has reported, and their reports are one assignment of every partition
+            (a worker that has not seen the last rebalance still claims the partitions it lost)."""
+            self.check()
+            files = [ready_file(self.settings, worker.pid) for worker in self.workers]
+            if not all(f.exists() for f in files):
+                return False
+            claimed = [p for f in files for p in json.loads(f.read_text())["partitions"]]
+            return sorted(claimed) == list(range(self.settings.partitions))
+
+        wait_until(joined, timeout, "every worker to join the consumer group", interval=0.2)
+
     def check(self) -> None:
         """Raise if a child died on its own (the stack cannot finish without it)."""
         for child in self.children:
@@ -182,6 +199,7 @@ def embedded_stack(settings: Settings, *, workers: int | None = None) -> Iterato
         stack.start_sink()
         for _ in range(workers or settings.workers):
             stack.start_worker()
+        stack.wait_for_workers()
         yield stack
     finally:
         stack.stop()

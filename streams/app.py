@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import tempfile
 from collections.abc import Callable
 from datetime import timedelta
@@ -67,7 +69,25 @@ def create_app(settings: Settings) -> faust.App:
     if not settings.kafka_sasl_mechanism:  # the check reads with a plain client
         trust_no_end_offsets(settings.kafka_bootstrap)
     _wire(app, settings)
+    _report_assignments(app, settings)
     return app
+
+
+def ready_file(settings: Settings, pid: int) -> Path:
+    """Where worker ``pid`` writes the partitions it handles after each rebalance."""
+    return Path(settings.data_dir) / "workers" / f"ready-{pid}.json"
+
+
+def _report_assignments(app: faust.App, settings: Settings) -> None:
+    """After every rebalance (tables restored), write which partitions this worker handles: the
+    embedded stack waits until every worker it started has joined before it is used."""
+
+    async def write(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        partitions = sorted({tp.partition for tp in app.assignor.assigned_actives()})
+        path = ready_file(settings, os.getpid())
+        path.write_text(json.dumps({"partitions": partitions}))
+
+    app.on_rebalance_complete.connect(write)  # type: ignore[arg-type]  # async receivers are fine
 
 
 def _ensure(path: Path) -> Path:

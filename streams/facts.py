@@ -6,7 +6,7 @@ rows and messages that need all of it (cart items, identities).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 PURCHASE = "purchase"
@@ -61,12 +61,20 @@ class EventFacts:
         return self.action in CONTACT_ACTIONS or bool(self.case_id)
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        return {f.name: data[f.name] for f in fields(self) if data[f.name] != f.default}
+        # Every save of a profile writes all its events: no dataclasses.asdict (deep copies).
+        return {
+            name: value
+            for name, default in _DEFAULTS.items()
+            if (value := getattr(self, name)) != default
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EventFacts:
         return cls(**data)
+
+
+_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(EventFacts)}
+"""Field → default (``MISSING`` for the required ones, which are therefore always written)."""
 
 
 def facts_of(touchpoint: dict[str, Any], occurred_at: int, payload: str = "") -> EventFacts:

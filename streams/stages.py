@@ -12,7 +12,6 @@ partition of the next topic so each task downstream can take the minimum over it
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import time
 import uuid
@@ -21,6 +20,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
+import orjson
 from parcours.schemas import topics
 from parcours.schemas.codec import Codec
 from parcours.schemas.errors import SchemaError
@@ -585,7 +585,7 @@ class JourneyStage(Stage):
         elif kind == "ProfileMerge":
             await self.on_merge(record["loser"], record["survivor"], record["occurred_at"], source)
         elif kind == "ProfileTransfer":
-            loser = ProfileState.from_json(json.loads(record["state"]))
+            loser = ProfileState.from_json(orjson.loads(record["state"]))
             await self.on_transfer(record["survivor"], loser, record["occurred_at"], source)
         else:
             await super().on_record(kind, record, raw, source)
@@ -630,7 +630,7 @@ class JourneyStage(Stage):
         record = {
             "loser": loser.profile_id,
             "survivor": survivor,
-            "state": json.dumps(loser.to_json()).encode(),
+            "state": orjson.dumps(loser.to_json()),
             "occurred_at": cause,
         }
         await self.out.send(self.input_topic, "ProfileTransfer", record, key=survivor)
