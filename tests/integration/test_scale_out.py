@@ -152,7 +152,7 @@ def test_a_worker_killed_mid_replay_changes_nothing(
     their changelogs, carries on from the committed offsets and publishes again what the dead
     one may not have. (A survivor that keeps some of its partitions through the rebalance is
     not tested: faust drops what it had prefetched for them and does not always read it again;
-    see "Known limits" in the README.)"""
+    see "Known limit" in the README.)"""
     settings = isolated_settings(tmp_path, "kill", partitions=4, workers=1)
     with embedded_stack(settings) as stack:
         reader = open_reader(stack.settings)
