@@ -222,9 +222,15 @@ class TwoStages:
             self.journeys[j].loop_sent(message.cause)
             return
         self.marks[j][sender] = message.horizon
-        if len(self.marks[j]) == len(self.identity.tasks):
-            vote = self.journeys[j].begin(min(self.marks[j].values()))
-            self.broadcast(j, [vote] if vote else [])
+        vote = self.journeys[j].begin(self.frontier(j))
+        self.broadcast(j, [vote] if vote else [])
+
+    def frontier(self, j: int) -> int | None:
+        """What a journey task's inputs allow: only once every identity task has closed one
+        (like the stage's clock, which knows nothing until all its inputs have spoken)."""
+        if len(self.marks[j]) < len(self.identity.tasks):
+            return None
+        return min(self.marks[j].values())
 
     def broadcast(self, sender: int, votes: list[EpochVote]) -> None:
         for vote in votes:
@@ -235,7 +241,7 @@ class TwoStages:
         message = self.between[(sender, target)].popleft()
         if isinstance(message, Merge):
             return  # absorbed
-        frontier = min(self.marks[target].values()) if self.marks[target] else None
+        frontier = self.frontier(target)
         votes, closed = self.journeys[target].receive(message, frontier)
         self.broadcast(target, votes)
         if closed is not None:
