@@ -173,7 +173,7 @@ class Contact(_Strict):
 
 
 class Touchpoint(_Strict):
-    """The v1 touchpoint envelope (see DESIGN.md, Event contract)."""
+    """The v1 touchpoint envelope (README: Sending events; `schemas/avro/touchpoint.avsc`)."""
 
     event_id: str = Field(min_length=1, max_length=256)
     occurred_at: datetime

@@ -86,7 +86,7 @@ class Settings(BaseSettings):
         gt=0,
         description="A silent input partition stops holding the watermark back after this (live mode).",
     )
-    # Detection rules (DESIGN: Behaviour). Channel lists are comma-separated.
+    # Detection rules (README: Detections). Channel lists are comma-separated.
     pivot_failure_window_seconds: float = Field(
         1800.0, ge=0, description="A failure this close before a switch makes it failure-driven."
     )

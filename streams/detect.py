@@ -1,4 +1,4 @@
-"""Detections, pure: pivots, drop-offs and the follow-ups they trigger (DESIGN: Behaviour).
+"""Detections, pure: pivots, drop-offs and the follow-ups they trigger (README: Detections).
 
 Everything here is a function of a profile's events (sorted by ``(occurred_at, event_id)``) and of
 the *horizon*: the event time up to which every on-time event has arrived. A drop-off fires only

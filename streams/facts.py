@@ -47,7 +47,7 @@ class EventFacts:
 
     @property
     def is_failure(self) -> bool:
-        """A touchpoint on which the channel failed the customer (DESIGN: Pivot)."""
+        """A touchpoint on which the channel failed the customer (README: Detections, pivots)."""
         if self.action in FAILURE_ACTIONS:
             return True
         return self.action == CONTACT_ENDED and self.outcome in FAILED_OUTCOMES

@@ -1,4 +1,4 @@
-"""The behaviour's numbers (DESIGN: Behaviour), as the pure cores take them; settings fill them."""
+"""The behaviour's numbers (README: Detections, Configuration), as the pure cores take them; settings fill them."""
 
 from __future__ import annotations
 

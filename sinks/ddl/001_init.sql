@@ -1,4 +1,4 @@
--- 001: the analysts' tables (DESIGN.md, ClickHouse contract) and the sink's bookkeeping.
+-- 001: the analysts' tables (README: Querying) and the sink's bookkeeping.
 -- Every statement is idempotent; the migration runner records the version once it has applied.
 -- non_replicated_deduplication_window: a batch the sink retries after a failed insert is
 -- recognised by its block hash and not written twice.
