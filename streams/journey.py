@@ -318,12 +318,8 @@ class JourneyCore:
     def wakes_at(self, wake: dict[str, Any]) -> int | None:
         """The first watermark (before a run's end) at which :meth:`is_due` holds."""
         expires, due = wake.get("expires"), wake.get("due")
-        times = [
-            t
-            for t in (expires, None if due is None else due + self.rules.allowed_lateness_ms + 1)
-            if t is not None
-        ]
-        return min(times, default=None)
+        fires = None if due is None else self.rules.watermark_at(due)
+        return min((t for t in (expires, fires) if t is not None), default=None)
 
     def is_due(self, wake: dict[str, Any], watermark: int, *, finished: bool) -> bool:
         expires, due = wake.get("expires"), wake.get("due")

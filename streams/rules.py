@@ -40,3 +40,7 @@ class Rules:
         at ``watermark - lateness`` may still come; at the end of a run nothing more comes.
         """
         return watermark if finished else watermark - self.allowed_lateness_ms - 1
+
+    def watermark_at(self, horizon: int) -> int:
+        """The watermark (before a run's end) whose horizon is ``horizon``: :meth:`horizon` undone."""
+        return horizon + self.allowed_lateness_ms + 1

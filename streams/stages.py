@@ -131,7 +131,7 @@ class Stage:
         self.nudged: set[int] = set()
         self.owned: Callable[[int], bool] = lambda partition: True
         """Whether this process handles ``partition`` now (the app sets it from the assignment)."""
-        self.lateness_ms = _ms(settings.allowed_lateness_seconds)
+        self.rules = rules_of(settings)
 
     def touched(self, partition: int) -> None:
         self.active[partition] = True
@@ -162,7 +162,7 @@ class Stage:
     def frontier(self, partition: int) -> int | None:
         """The horizon this task's inputs allow: every on-time event up to it has come."""
         watermark = self.clock(partition).current()
-        return None if watermark is None else watermark - self.lateness_ms - 1
+        return None if watermark is None else self.rules.horizon(watermark, finished=False)
 
     def end_of_run(self, partition: int) -> EndOfRun:
         """This task's end-of-run bookkeeping, from the changelogged ``control`` table."""
@@ -180,7 +180,7 @@ class Stage:
             clock = Watermarks(
                 self.out.partitions(self.upstream_topic),
                 idle_ms=idle,
-                lateness_ms=self.lateness_ms,
+                lateness_ms=self.rules.allowed_lateness_ms,
                 wall_ms=wall_ms,
             )
             clock.replays = set(self.control.get(f"{self.name}-replays:{partition}") or ())
@@ -305,7 +305,7 @@ class Stage:
             await self.tell_downstream(partition, watermark)
             return
         epochs = self.epochs(partition)
-        vote = epochs.begin(watermark - self.lateness_ms - 1)
+        vote = epochs.begin(self.rules.horizon(watermark, finished=False))
         self.keep_epochs(partition, epochs)
         await self.vote([vote] if vote else [])
 
@@ -446,7 +446,7 @@ class IdentityStage(Stage):
     async def on_closed(self, partition: int, horizon: int) -> None:
         """Tell the journey stage: every event up to ``horizon``, and every merge it caused, has
         been sent (as the watermark at which that horizon is reached)."""
-        await self.tell_downstream(partition, horizon + self.lateness_ms + 1)
+        await self.tell_downstream(partition, self.rules.watermark_at(horizon))
 
     async def on_record(
         self, kind: str, record: dict[str, Any], raw: bytes, source: Source
@@ -509,7 +509,7 @@ class JourneyStage(Stage):
     ) -> None:
         super().__init__(settings, codec, outbox, control)
         self.profiles = profiles
-        self.core = JourneyCore(rules_of(settings))
+        self.core = JourneyCore(self.rules)
         self.timers: dict[int, Timers] = {}
         """Per partition this process handles: when time alone changes each profile."""
 
@@ -547,7 +547,7 @@ class JourneyStage(Stage):
         if clock.finished:
             return clock.floor, True
         closed = self.closed_horizon(partition)
-        return (None if closed is None else closed + self.lateness_ms + 1), False
+        return (None if closed is None else self.rules.watermark_at(closed)), False
 
     async def on_closed(self, partition: int, horizon: int) -> None:
         await self.scan(partition)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
+from parcours.streams.rules import Rules
 from parcours.streams.timers import Timers
 
 
@@ -41,3 +42,9 @@ def test_due_is_exactly_the_profiles_whose_last_time_has_come(
     assert sorted(timers.waiting()) == sorted(
         p for p, at in last.items() if at is not None and at > watermark
     )
+
+
+@given(st.integers(0, 10**13), st.integers(0, 10**7))
+def test_watermark_at_undoes_the_horizon(horizon: int, lateness: int) -> None:
+    rules = Rules(allowed_lateness_ms=lateness)
+    assert rules.horizon(rules.watermark_at(horizon), finished=False) == horizon
