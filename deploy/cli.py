@@ -70,8 +70,12 @@ def replay(
     show = sys.stderr.isatty() if progress is None else progress
     result = run_replay(settings, file, show_progress=show)
     for rejection in result.rejections:
+        # One line per rejection, however long: users grep for "line N:".
         console.err.print(
-            f"line {rejection.line}: {rejection.reason}", markup=False, highlight=False
+            f"line {rejection.line}: {rejection.reason}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
         )
     click.echo(json.dumps(result.summary()))
 
