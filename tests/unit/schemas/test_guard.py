@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from parcours.schemas.errors import ValidationError
+from parcours.schemas.pii import redact
 from parcours.schemas.sdk import Guard, hash_email, hash_phone, parse_touchpoint
 from prometheus_client import REGISTRY
 
 from tests.factories import touchpoint
+from tests.unit.schemas.test_pii import emails, phones
 
 REDACT = Guard(max_event_bytes=4096, pii_policy="redact")
 REJECT = Guard(max_event_bytes=4096, pii_policy="reject")
@@ -100,3 +104,34 @@ def test_ordinary_events_pass_unchanged() -> None:
 def test_without_a_guard_only_the_contract_is_checked() -> None:
     event = parse_touchpoint(touchpoint(attributes=ISSUE_ATTRIBUTES))
     assert event.attributes == ISSUE_ATTRIBUTES
+
+
+def test_an_escaped_character_does_not_hide_an_address() -> None:
+    line = json.dumps(touchpoint(attributes={"contact": "jane@example.com"})).replace(
+        "@", "\\u0040"
+    )
+    assert "@" not in line
+    event = parse_touchpoint(line, REDACT)
+    assert event.attributes == {"contact": hash_email("jane@example.com")}
+
+
+_values = st.one_of(
+    emails(),
+    phones(),
+    st.text(max_size=40),
+    st.builds(
+        lambda a, v, b: f"{a}\n{v}\t{b}",
+        st.text(max_size=10),
+        emails() | phones(),
+        st.text(max_size=10),
+    ),
+)
+
+
+@settings(max_examples=300)
+@given(_values, st.booleans())
+def test_a_document_is_redacted_exactly_as_its_values_are(value: str, ascii_only: bool) -> None:
+    """The scan of the whole document that clears most events never lets a value through that a
+    scan of the value itself would catch."""
+    line = json.dumps(touchpoint(attributes={"note": value}), ensure_ascii=ascii_only)
+    assert parse_touchpoint(line, REDACT).attributes == {"note": redact(value)}
