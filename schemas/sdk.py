@@ -274,6 +274,8 @@ def _may_hold_personal_data(document: str) -> bool:
     (no pattern crosses a quote), unless an escape hides a character: then every string is
     scanned. Most events are cleared here, at a fraction of the cost of the field by field walk."""
     return "\\" in document or bool(pii.find(document))
+
+
 _Hit = tuple[str, Any, Any, list[pii.Found]]
 
 

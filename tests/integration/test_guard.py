@@ -18,12 +18,12 @@ from parcours.deploy import replay as replay_module
 from parcours.deploy.generate import generate
 from parcours.deploy.replay import replay
 from parcours.schemas.producer import FailureCallback, TouchpointProducer
-from parcours.schemas.sdk import hash_email, hash_phone
+from parcours.schemas.sdk import hash_email, hash_phone, parse_touchpoint
 from parcours.schemas.settings import Settings
 from parcours.sinks.backend import Backend
 
 from tests.factories import touchpoint
-from tests.integration.conftest import query
+from tests.integration.conftest import eventually, query
 
 pytestmark = pytest.mark.integration
 
@@ -235,3 +235,24 @@ def test_reject_policy_refuses_the_event_naming_the_field(
         f"SELECT event_id FROM {{db}}.touchpoints WHERE event_id IN ('ok-{seed}', 'pii-{seed}')",
     )
     assert rows == [{"event_id": f"ok-{seed}"}]
+
+
+def test_personal_data_written_without_the_sdk_is_redacted_by_the_workers(
+    settings: Settings, reader: Backend
+) -> None:
+    event_id = f"raw-pii-{random.randrange(10**6)}"
+    record = parse_touchpoint(touchpoint(event_id=event_id, attributes=ISSUE_ATTRIBUTES)).to_avro()
+    with TouchpointProducer(settings) as producer:
+        # Straight onto the topic, the way a producer that does not use the SDK writes.
+        producer.produce(producer.topic, b"k", producer.codec.encode("Touchpoint", record))
+
+    rows = eventually(
+        lambda: query(
+            reader, f"SELECT attributes FROM {{db}}.touchpoints WHERE event_id = '{event_id}'"
+        ),
+        lambda found: len(found) >= 1,
+    )
+    assert rows[0]["attributes"] == {
+        "contact": hash_email("jane.doe@example.com"),
+        "mobile": hash_phone("+33612345678"),
+    }
