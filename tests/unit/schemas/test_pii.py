@@ -99,7 +99,12 @@ _ordinary = st.one_of(
     st.decimals(0, 10**9, places=2).map(lambda d: f"+{d}"),
     st.decimals(-(10**6), 10**6, places=2).map(lambda d: f"{d} EUR"),
     st.integers(0, 255).map(lambda n: f"192.168.{n}.{255 - n}"),
-    st.text(string.ascii_letters + string.digits + "-_/", max_size=40),  # skus, urls, slugs
+    # skus, paths, slugs: they start with a letter (a phone number may start a value)
+    st.builds(
+        str.__add__,
+        st.sampled_from(string.ascii_letters),
+        st.text(string.ascii_letters + string.digits + "-_/", max_size=40),
+    ),
 )
 
 
