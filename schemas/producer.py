@@ -102,10 +102,6 @@ class TouchpointProducer:
                 self._producer.poll(0.05)
         self._producer.poll(0)
 
-    def poll(self) -> None:
-        """Serve the delivery reports that are in (their callbacks run here)."""
-        self._producer.poll(0)
-
     def flush(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while self._producer.flush(0.5) > 0:
