@@ -70,8 +70,12 @@ def replay(
     show = sys.stderr.isatty() if progress is None else progress
     result = run_replay(settings, file, show_progress=show)
     for rejection in result.rejections:
+        # One line per rejection, however long: users grep for "line N:".
         console.err.print(
-            f"line {rejection.line}: {rejection.reason}", markup=False, highlight=False
+            f"line {rejection.line}: {rejection.reason}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
         )
     click.echo(json.dumps(result.summary()))
 
@@ -144,16 +148,26 @@ def generate(events: int, seed: int, customers: int | None, out: Path | None) ->
     console.err.print(f"wrote {count} touchpoints to {out}")
 
 
+parent_pid_option = click.option(
+    "--parent-pid",
+    type=int,
+    hidden=True,
+    help="Exit when this process is gone (the embedded stack passes its own pid).",
+)
+
+
 @cli.command()
-def worker() -> None:
+@parent_pid_option
+def worker(parent_pid: int | None) -> None:
     """Run one stream worker (faust); start as many as you like in one consumer group."""
     from parcours.streams.app import run_worker
 
-    run_worker(_settings())
+    run_worker(_settings(), parent_pid=parent_pid)
 
 
 @cli.command()
-def sink() -> None:
+@parent_pid_option
+def sink(parent_pid: int | None) -> None:
     """Run the ClickHouse sink: batch the pipeline's topics into the analysts' tables."""
     from parcours.sinks.consumer import run_sink
 
@@ -161,7 +175,7 @@ def sink() -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    run_sink(settings)
+    run_sink(settings, parent_pid=parent_pid)
 
 
 @cli.command()

@@ -15,13 +15,20 @@ log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent(sig: int) -> Callable[[], None]:
+def _die_with_parent(sig: int, parent_pid: int) -> Callable[[], None]:
+    """Runs in the child between fork and exec. The kernel sends ``sig`` when the thread that
+    forked it ends, so children are started from the main thread; a parent that died before
+    the prctl is caught by the pid check. Workers and sink also watch their parent's pid
+    (``--parent-pid``, schemas/watchdog.py), which bounds a graceful stop that hangs."""
+
     def preexec() -> None:
         try:
             libc = ctypes.CDLL("libc.so.6", use_errno=True)
             libc.prctl(_PR_SET_PDEATHSIG, sig)
         except OSError:  # not Linux: the stack's own cleanup still stops the child
-            pass
+            return
+        if os.getppid() != parent_pid:
+            os.kill(os.getpid(), sig)
 
     return preexec
 
@@ -47,7 +54,7 @@ class Child:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=dict(env) if env is not None else None,
-                preexec_fn=_die_with_parent(death_signal),
+                preexec_fn=_die_with_parent(death_signal, os.getpid()),
             )
 
     @property

@@ -10,9 +10,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from parcours.schemas import topics
+from parcours.schemas import pii, topics
 from parcours.schemas.codec import Codec
-from parcours.schemas.errors import ReplayError, ValidationError
+from parcours.schemas.errors import BrokerError, ReplayError, ValidationError
 from parcours.schemas.kafka import topic_partitions
 from parcours.schemas.producer import TouchpointProducer
 from parcours.schemas.records import dead_letter_record, marker_record
@@ -59,35 +59,70 @@ def read_lines(path: Path) -> Iterator[tuple[int, bytes]]:
 def produce_file(
     settings: Settings, path: Path, run_id: str, progress: Progress | None = None
 ) -> ReplayResult:
-    """Send every valid line; a bad line is reported with its number and dead-lettered."""
+    """Send every valid line; a line that is invalid, too large or that Kafka refuses is
+    reported with its number and dead-lettered, and the rest of the file goes on."""
     result = ReplayResult(run_id)
     started = time.monotonic()
-    dead_topic = settings.topic(topics.DEAD_LETTERS)
     latest: datetime | None = None
+    undelivered: list[tuple[int, bytes, str]] = []
     with TouchpointProducer(settings) as producer:
-        codec = producer.codec
+        reject = _Rejecter(producer, settings, result)
         # Ahead of the events on every partition: the workers never read the wall clock while
         # the replay is open, so its results do not depend on how fast it goes.
-        _send_markers(producer, codec, settings, run_id, None, begins=True)
+        _send_markers(producer, producer.codec, settings, run_id, None, begins=True)
         for number, line in read_lines(path):
             try:
-                touchpoint = producer.send(line)
-            except ValidationError as exc:
-                result.rejected += 1
-                result.rejections.append(Rejection(number, str(exc)))
-                record = dead_letter_record("ingest", f"line {number}: {exc}", line, line=number)
-                producer.produce(dead_topic, None, codec.encode("DeadLetter", record))
+                touchpoint = producer.send(line, on_failure=_note(undelivered, number, line))
+            except (ValidationError, BrokerError) as exc:
+                reject(number, line, str(exc))
             else:
                 result.accepted += 1
                 if latest is None or touchpoint.occurred_at > latest:
                     latest = touchpoint.occurred_at
+            reject.undelivered(undelivered)
             if progress is not None and (result.accepted + result.rejected) % 500 == 0:
                 progress("produce", result.accepted + result.rejected, None)
         # Everything above must be on the broker before the markers that promise it is.
         producer.flush()
-        _send_markers(producer, codec, settings, run_id, latest)
+        reject.undelivered(undelivered)
+        producer.flush()
+        _send_markers(producer, producer.codec, settings, run_id, latest)
     result.produce_seconds = time.monotonic() - started
     return result
+
+
+def _note(
+    undelivered: list[tuple[int, bytes, str]], number: int, line: bytes
+) -> Callable[[str], None]:
+    return lambda reason: undelivered.append((number, line, reason))
+
+
+class _Rejecter:
+    """Counts, reports and dead-letters a rejected line. The dead letter keeps the line with its
+    personal data redacted, cut to the event size limit so that it can itself be produced."""
+
+    def __init__(self, producer: TouchpointProducer, settings: Settings, result: ReplayResult):
+        self.producer = producer
+        self.result = result
+        self.topic = settings.topic(topics.DEAD_LETTERS)
+        self.limit = settings.max_event_bytes
+
+    def __call__(self, number: int, line: bytes, reason: str) -> None:
+        reason = pii.redact(reason)
+        self.result.rejected += 1
+        self.result.rejections.append(Rejection(number, reason))
+        payload = pii.scrub(line[: self.limit])
+        if len(line) > self.limit:
+            reason = f"{reason} (payload cut to its first {self.limit:,} bytes)"
+        record = dead_letter_record("ingest", f"line {number}: {reason}", payload, line=number)
+        self.producer.produce(self.topic, None, self.producer.codec.encode("DeadLetter", record))
+
+    def undelivered(self, failed: list[tuple[int, bytes, str]]) -> None:
+        """Lines Kafka accepted for sending and then failed to deliver (reported on a poll)."""
+        while failed:
+            number, line, reason = failed.pop(0)
+            self.result.accepted -= 1
+            self(number, line, reason)
 
 
 def _send_markers(

@@ -104,7 +104,7 @@ class Stack:
         index = len(self.workers)
         worker = Child(
             f"worker-{index}",
-            parcours_argv("worker"),
+            parcours_argv("worker", "--parent-pid", str(os.getpid())),
             self.settings.data_dir / "logs" / f"worker-{index}.log",
             env=child_env(settings_env(self.settings)),
         )
@@ -114,7 +114,7 @@ class Stack:
     def start_sink(self) -> Child:
         sink = Child(
             "sink",
-            parcours_argv("sink"),
+            parcours_argv("sink", "--parent-pid", str(os.getpid())),
             self.settings.data_dir / "logs" / "sink.log",
             env=child_env(settings_env(self.settings)),
         )

@@ -9,9 +9,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from parcours.schemas.codec import Codec, ConfluentRegistry
 from parcours.schemas.errors import BrokerError
 from parcours.schemas.kafka import producer_config
@@ -19,6 +20,8 @@ from parcours.schemas.sdk import Touchpoint, parse_touchpoint
 from parcours.schemas.settings import Settings
 
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
+FailureCallback = Callable[[str], None]
+"""Called with the reason when one record could not be delivered."""
 
 
 def codec_for(settings: Settings) -> Codec:
@@ -36,7 +39,8 @@ def codec_for(settings: Settings) -> Codec:
 
 
 class TouchpointProducer:
-    """Idempotent Kafka producer; failed deliveries are counted and raised by :meth:`flush`."""
+    """Idempotent Kafka producer; failed deliveries are counted and raised by :meth:`flush`,
+    except those of records sent with an ``on_failure`` callback, which handles them."""
 
     def __init__(
         self,
@@ -54,18 +58,40 @@ class TouchpointProducer:
         self.delivered = 0
         self.failures: list[str] = []
 
-    def send(self, event: Touchpoint | dict[str, Any] | str | bytes) -> Touchpoint:
-        """Validate (raises ValidationError naming the field), encode and enqueue one touchpoint."""
-        touchpoint = event if isinstance(event, Touchpoint) else parse_touchpoint(event)
+    def send(
+        self,
+        event: Touchpoint | dict[str, Any] | str | bytes,
+        on_failure: FailureCallback | None = None,
+    ) -> Touchpoint:
+        """Validate (the contract, the size limit, the PII policy: ValidationError naming the
+        field), encode and enqueue one touchpoint. A record Kafka refuses at once is a
+        BrokerError; one it fails to deliver later goes to ``on_failure`` when given."""
+        guard = self.settings.guard
+        if isinstance(event, Touchpoint):
+            touchpoint = guard.apply(event)
+        else:
+            touchpoint = parse_touchpoint(event, guard)
         value = self.codec.encode("Touchpoint", touchpoint.to_avro(), subject=f"{self.topic}-value")
-        self.produce(self.topic, touchpoint.routing_key.encode(), value)
+        guard.check_size(len(value), "event (Avro)")
+        try:
+            self.produce(self.topic, touchpoint.routing_key.encode(), value, on_failure=on_failure)
+        except KafkaException as exc:
+            raise BrokerError(
+                f"event: not produced: {exc.args[0].str()}", event_id=touchpoint.event_id
+            ) from None
         return touchpoint
 
     def produce(
-        self, topic: str, key: bytes | None, value: bytes, partition: int | None = None
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        partition: int | None = None,
+        on_failure: FailureCallback | None = None,
     ) -> None:
         """Enqueue raw bytes; waits (serving delivery reports) while the local queue is full."""
-        kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": self._delivered}
+        callback = partial(self._delivered, on_failure)
+        kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": callback}
         if partition is not None:
             kwargs["partition"] = partition
         while True:
@@ -87,12 +113,16 @@ class TouchpointProducer:
                 topic=self.topic,
             )
 
-    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
+    def _delivered(
+        self, on_failure: FailureCallback | None, err: KafkaError | None, msg: Message
+    ) -> None:
         with self._lock:
             if err is None:
                 self.delivered += 1
-            else:
+            elif on_failure is None:
                 self.failures.append(f"{msg.topic()}: {err.str()}")
+        if err is not None and on_failure is not None:
+            on_failure(f"event: not delivered: {err.str()}")
         if self._on_delivery is not None:
             self._on_delivery(err, msg)
 

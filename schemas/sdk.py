@@ -6,13 +6,16 @@ numbers never enter the pipeline: hash them with :func:`hash_email` / :func:`has
 
 from __future__ import annotations
 
-import hashlib
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
+from parcours.schemas import pii
 from parcours.schemas.errors import ValidationError
+from parcours.schemas.pii import hash_email as hash_email
+from parcours.schemas.pii import hash_phone as hash_phone
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
@@ -88,28 +91,6 @@ def is_blocklisted(value: str) -> bool:
     """Placeholder ids that many devices or people share; they must never link anything."""
     cleaned = value.strip().lower()
     return cleaned in _BLOCKLIST or bool(_ALL_ZERO.fullmatch(cleaned))
-
-
-def hash_email(address: str) -> str:
-    """sha256 of the normalised address (trimmed, lower-case)."""
-    normalised = address.strip().lower()
-    if "@" not in normalised:
-        raise ValidationError("not an e-mail address", field="email")
-    return hashlib.sha256(normalised.encode()).hexdigest()
-
-
-def hash_phone(number: str, default_country_code: str | None = None) -> str:
-    """sha256 of the number in E.164 form (``+`` and digits only)."""
-    compact = re.sub(r"[\s\-().]", "", number.strip())
-    if compact.startswith("00"):
-        compact = "+" + compact[2:]
-    if not compact.startswith("+"):
-        if default_country_code is None:
-            raise ValidationError("phone number needs a +country code", field="phone")
-        compact = f"+{default_country_code.lstrip('+')}{compact.lstrip('0')}"
-    if not re.fullmatch(r"\+[0-9]{6,15}", compact):
-        raise ValidationError("not a phone number", field="phone")
-    return hashlib.sha256(compact.encode()).hexdigest()
 
 
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
@@ -245,11 +226,94 @@ def describe(exc: PydanticValidationError) -> str:
     return "; ".join(parts)
 
 
-def parse_touchpoint(data: dict[str, Any] | str | bytes) -> Touchpoint:
-    """Validate a dict or a JSON document; a ValidationError names each bad field."""
+@dataclass(frozen=True)
+class Guard:
+    """What every way in (SDK, ``parcours replay``, a collector) checks beyond the contract;
+    ``settings.guard`` holds the configured one (README: Faults and hostile input)."""
+
+    max_event_bytes: int
+    pii_policy: Literal["redact", "reject"]
+
+    def check_size(self, size: int, what: str = "event") -> None:
+        if size > self.max_event_bytes:
+            raise ValidationError(
+                f"{what}: {size:,} bytes is over the limit of {self.max_event_bytes:,} "
+                "(PARCOURS_MAX_EVENT_BYTES)"
+            )
+
+    def apply(self, touchpoint: Touchpoint, document: str | None = None) -> Touchpoint:
+        """The touchpoint with personal data outside the ``*_sha256`` identities redacted, or a
+        ValidationError naming the field (the value itself is never repeated). ``document`` is
+        its JSON when there is one."""
+        if not _may_hold_personal_data(document or touchpoint.model_dump_json()):
+            return touchpoint
+        record = touchpoint.model_dump(mode="python")
+        changed = False
+        for path, holder, key, found in _personal_values(record):
+            if self.pii_policy == "reject":
+                pii.REJECTED.labels(field=path).inc()
+                raise ValidationError(
+                    f"{path}: looks like {_KIND[found[0].kind]} (PARCOURS_PII_POLICY=reject); "
+                    "send it hashed in identities, or leave it out"
+                )
+            pii.REDACTED.labels(field=path).inc()
+            if path.endswith("(name)"):
+                value = holder.pop(key)
+                holder[pii.redact(key, found)] = value
+            else:
+                holder[key] = pii.redact(holder[key], found)
+            changed = True
+        return Touchpoint.model_validate(record) if changed else touchpoint
+
+
+_KIND = {"email": "an e-mail address", "phone": "a phone number"}
+
+
+def _may_hold_personal_data(document: str) -> bool:
+    """One scan of the whole JSON document, which finds whatever a scan of each string would
+    (no pattern crosses a quote), unless an escape hides a character: then every string is
+    scanned. Most events are cleared here, at a fraction of the cost of the field by field walk."""
+    return "\\" in document or bool(pii.find(document))
+
+
+_Hit = tuple[str, Any, Any, list[pii.Found]]
+
+
+def _personal_values(record: dict[str, Any], prefix: str = "") -> list[_Hit]:
+    """(field path, container, key, what was found) for each string holding personal data; an
+    attribute whose name holds it is ``attributes(name)``. Hashed identities are skipped."""
+    hits: list[_Hit] = []
+    for key, value in list(record.items()):
+        path = f"{prefix}{key}"
+        if prefix == "identities." and key.endswith("_sha256"):
+            continue
+        if isinstance(value, str) and (found := pii.find(value)):
+            hits.append((path, record, key, found))
+        # After the value's hit: redacting the name moves the (already redacted) value.
+        if prefix == "attributes." and (found := pii.find(key)):
+            hits.append(("attributes(name)", record, key, found))
+        if isinstance(value, dict):
+            hits += _personal_values(value, f"{path}.")
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, dict):
+                    hits += _personal_values(item, f"{path}.")
+    return hits
+
+
+def parse_touchpoint(data: dict[str, Any] | str | bytes, guard: Guard | None = None) -> Touchpoint:
+    """Validate a dict or a JSON document; a ValidationError names each bad field. With a
+    ``guard``, a JSON document over its size limit is refused before it is parsed, and its PII
+    policy is applied."""
+    document = None
+    if guard is not None and not isinstance(data, dict):
+        guard.check_size(len(data.encode() if isinstance(data, str) else data))
+        document = data if isinstance(data, str) else data.decode(errors="replace")
     try:
         if isinstance(data, dict):
-            return Touchpoint.model_validate(data)
-        return Touchpoint.model_validate_json(data)
+            touchpoint = Touchpoint.model_validate(data)
+        else:
+            touchpoint = Touchpoint.model_validate_json(data)
     except PydanticValidationError as exc:
         raise ValidationError(describe(exc)) from None
+    return touchpoint if guard is None else guard.apply(touchpoint, document)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import time
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from parcours.schemas.errors import ConfigError
-from parcours.schemas.sdk import Channel
+from parcours.schemas.sdk import Channel, Guard
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -133,6 +133,25 @@ class Settings(BaseSettings):
         7 * 86400.0, gt=0, description="A purchase this soon after send_at recovers the drop-off."
     )
     log_level: str = Field("WARNING", description="DEBUG, INFO, WARNING, ERROR")
+    # Faults and hostile input (README: Faults and hostile input).
+    broker_lost_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A worker or sink whose broker has not answered for this long exits (code 75).",
+    )
+    max_event_bytes: int = Field(
+        262_144,
+        ge=1024,
+        # Below librdkafka's message.max.bytes (1,000,000): the records that carry an event
+        # further (resolved, stitched, the profile's changelog) are larger than the event.
+        le=900_000,
+        description="Largest touchpoint, as its JSON document and as its Avro encoding.",
+    )
+    pii_policy: Literal["redact", "reject"] = Field(
+        "redact",
+        description="E-mail addresses and phone numbers outside the *_sha256 identities: "
+        "replaced by their sha256 (redact) or the event refused (reject).",
+    )
 
     @field_validator("assisted_channels", "followup_channels")
     @classmethod
@@ -198,6 +217,11 @@ class Settings(BaseSettings):
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
+
+    @property
+    def guard(self) -> Guard:
+        """What the SDK checks beyond the contract: the size limit and the PII policy."""
+        return Guard(max_event_bytes=self.max_event_bytes, pii_policy=self.pii_policy)
 
 
 def load_settings(**overrides: Any) -> Settings:

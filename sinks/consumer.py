@@ -15,6 +15,7 @@ from parcours.schemas.kafka import consumer_config
 from parcours.schemas.producer import codec_for
 from parcours.schemas.records import Source, dead_letter_record
 from parcours.schemas.settings import Settings
+from parcours.schemas.watchdog import watch
 from parcours.sinks.backend import Backend
 from parcours.sinks.batch import BatchWriter
 from parcours.sinks.rows import (
@@ -91,7 +92,9 @@ class Sink:
             max_backoff=settings.sink_max_backoff_seconds,
             stopping=self.stopping,
         )
-        self.consumer = Consumer(consumer_config(settings, f"{settings.app_id}-sink"))
+        # Its log goes through Python's logging, which the watchdog quiets during an outage.
+        config = consumer_config(settings, f"{settings.app_id}-sink")
+        self.consumer = Consumer(config | {"logger": logging.getLogger("librdkafka")})
 
     def run(self) -> None:
         inputs = [self.settings.topic(name) for name in topics.SINK_INPUTS]
@@ -130,8 +133,9 @@ class Sink:
         self._flush_and_commit()
 
 
-def run_sink(settings: Settings) -> None:
-    """The ``parcours sink`` process: migrate, serve SQL for the chDB data dir, consume until SIGTERM."""
+def run_sink(settings: Settings, parent_pid: int | None = None) -> None:
+    """The ``parcours sink`` process: migrate, serve SQL for the chDB data dir, consume until
+    SIGTERM, its parent (``parent_pid``) is gone, or its broker is lost (schemas/watchdog.py)."""
     import signal
 
     from parcours.sinks.backend import open_backend
@@ -144,6 +148,7 @@ def run_sink(settings: Settings) -> None:
         sink = Sink(settings, backend)
         signal.signal(signal.SIGTERM, lambda *_: sink.stop())
         signal.signal(signal.SIGINT, lambda *_: sink.stop())
+        watch(settings, name="sink", parent_pid=parent_pid, stop=sink.stop)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         with SqlServer(backend, settings.data_dir):
             sink.run()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import tempfile
 from collections.abc import Callable
 from datetime import timedelta
@@ -19,6 +20,7 @@ from parcours.schemas.kafka import topic_partitions
 from parcours.schemas.producer import codec_for
 from parcours.schemas.records import Source
 from parcours.schemas.settings import Settings
+from parcours.schemas.watchdog import watch
 from parcours.streams.broker import trust_no_end_offsets
 from parcours.streams.outbox import Outbox
 from parcours.streams.stages import (
@@ -152,12 +154,20 @@ def check_copartitioned(settings: Settings) -> None:
         raise ConfigError(f"parcours topics must all have the same partition count; found {listed}")
 
 
-def run_worker(settings: Settings) -> None:
-    """Block running one faust worker process until SIGTERM/SIGINT."""
+def run_worker(settings: Settings, parent_pid: int | None = None) -> None:
+    """Block running one faust worker process until SIGTERM/SIGINT, its parent (``parent_pid``)
+    is gone, or its broker is lost (schemas/watchdog.py)."""
     from faust.worker import Worker
 
     check_copartitioned(settings)
     app = create_app(settings)
+    # After the app: the Kafka clients' loggers exist. faust's SIGTERM handler is its graceful stop.
+    watch(
+        settings,
+        name=f"worker {os.getpid()}",
+        parent_pid=parent_pid,
+        stop=lambda: os.kill(os.getpid(), signal.SIGTERM),
+    )
     # Their debug calls on every send are costly even when no handler prints them.
     for noisy in ("aiokafka", "faust", "mode"):
         logging.getLogger(noisy).setLevel(

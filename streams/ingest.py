@@ -3,13 +3,13 @@ a dead letter, or an end-of-run marker to fan out. No Kafka in here."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from parcours.schemas.codec import Codec
 from parcours.schemas.errors import SchemaError, ValidationError
 from parcours.schemas.records import Source, dead_letter_record
-from parcours.schemas.sdk import Touchpoint
+from parcours.schemas.sdk import Guard, Touchpoint
 
 
 @dataclass(frozen=True)
@@ -35,10 +35,12 @@ Outcome = Forward | DeadLetter | EndOfRun
 
 
 class Ingest:
-    """Decode and validate one message from ``touchpoints``."""
+    """Decode and validate one message from ``touchpoints``; with a ``guard``, apply its PII
+    policy too, for producers that write to the topic without the SDK."""
 
-    def __init__(self, codec: Codec) -> None:
+    def __init__(self, codec: Codec, guard: Guard | None = None) -> None:
         self.codec = codec
+        self.guard = guard
 
     def process(self, value: bytes | None, source: Source) -> Outcome:
         if not value:
@@ -52,6 +54,17 @@ class Ingest:
             touchpoint = Touchpoint.from_avro(record)
         except (SchemaError, ValidationError) as exc:
             return self._dead(value, str(exc), source)
+        if self.guard is not None:
+            try:
+                guarded = self.guard.apply(touchpoint)
+            except ValidationError as exc:
+                # The dead letter keeps the event, redacted: the original bytes hold the PII.
+                redacted = replace(self.guard, pii_policy="redact").apply(touchpoint)
+                return self._dead(
+                    self.codec.encode("Touchpoint", redacted.to_avro()), str(exc), source
+                )
+            if guarded is not touchpoint:
+                touchpoint, record = guarded, guarded.to_avro()
         resolved = {
             # The decoded record already fits the schema and passed validation: no re-dump.
             "touchpoint": record,

@@ -387,7 +387,7 @@ class IngestStage(Stage):
 
     def __init__(self, settings: Settings, codec: Codec, outbox: Outbox, control: Table) -> None:
         super().__init__(settings, codec, outbox, control)
-        self.ingest = Ingest(codec)
+        self.ingest = Ingest(codec, settings.guard)
 
     async def handle(self, value: bytes, source: Source) -> None:
         outcome = self.ingest.process(value, source)

@@ -42,6 +42,13 @@ def test_settings_are_frozen() -> None:
             "PARCOURS_CLICKHOUSE_URL: Value error, must start with chdb://",
         ),
         ("PARCOURS_LOG_LEVEL", "LOUD", "PARCOURS_LOG_LEVEL"),
+        (
+            "PARCOURS_PII_POLICY",
+            "ignore",
+            "PARCOURS_PII_POLICY: Input should be 'redact' or 'reject'",
+        ),
+        ("PARCOURS_MAX_EVENT_BYTES", "2000000", "PARCOURS_MAX_EVENT_BYTES"),
+        ("PARCOURS_BROKER_LOST_SECONDS", "0", "PARCOURS_BROKER_LOST_SECONDS"),
     ],
 )
 def test_bad_values_name_the_variable(
@@ -57,3 +64,8 @@ def test_settings_env_recreates_the_settings(monkeypatch: pytest.MonkeyPatch) ->
     for key, value in settings_env(original).items():
         monkeypatch.setenv(key, value)
     assert load_settings() == original
+
+
+def test_the_guard_follows_the_settings() -> None:
+    guard = load_settings(max_event_bytes=4096, pii_policy="reject").guard
+    assert (guard.max_event_bytes, guard.pii_policy) == (4096, "reject")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from parcours.schemas.codec import Codec
 from parcours.schemas.records import Source, marker_record
-from parcours.schemas.sdk import parse_touchpoint
+from parcours.schemas.sdk import Guard, hash_email, hash_phone, parse_touchpoint
 from parcours.streams.ingest import DeadLetter, EndOfRun, Forward, Ingest
 
 from tests.factories import touchpoint
@@ -76,3 +76,35 @@ def test_marker_is_passed_on_with_this_partition() -> None:
         "watermark": None,
         "begins": False,
     }
+
+
+PII = {"contact": "Jane.Doe@Example.com", "mobile": "+33 6 12 34 56 78"}
+
+
+def _written_without_the_sdk(codec: Codec) -> bytes:
+    return codec.encode("Touchpoint", parse_touchpoint(EVENT | {"attributes": PII}).to_avro())
+
+
+def test_personal_data_written_without_the_sdk_is_redacted_before_it_goes_on() -> None:
+    codec = Codec()
+    ingest = Ingest(codec, Guard(max_event_bytes=262_144, pii_policy="redact"))
+    outcome = ingest.process(_written_without_the_sdk(codec), SOURCE)
+    assert isinstance(outcome, Forward)
+    resolved = codec.decode_as("ResolvedTouchpoint", outcome.value)
+    assert resolved["touchpoint"]["attributes"] == {
+        "contact": hash_email("jane.doe@example.com"),
+        "mobile": hash_phone("+33612345678"),
+    }
+
+
+def test_reject_dead_letters_the_event_redacted() -> None:
+    codec = Codec()
+    ingest = Ingest(codec, Guard(max_event_bytes=262_144, pii_policy="reject"))
+    outcome = ingest.process(_written_without_the_sdk(codec), SOURCE)
+    assert isinstance(outcome, DeadLetter)
+    assert outcome.reason.startswith("attributes.contact: looks like an e-mail address")
+    payload = codec.decode_as("DeadLetter", outcome.value)["payload"]
+    assert b"Jane" not in payload
+    assert codec.decode_as("Touchpoint", payload)["attributes"]["contact"] == hash_email(
+        "jane.doe@example.com"
+    )
