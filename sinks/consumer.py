@@ -150,11 +150,11 @@ class Sink:
             return
         self._lag_at = now
         try:
-            assignment = self.consumer.assignment()
-            for tp in self.consumer.position(assignment):
-                _low, high = self.consumer.get_watermark_offsets(tp, timeout=1, cached=False)
-                position = tp.offset if tp.offset >= 0 else _low
-                CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - position))
+            for tp in self.consumer.position(self.consumer.assignment()):
+                # Cached: the end offset of the last fetch, no request (a stop is not delayed).
+                _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                if tp.offset >= 0 and high >= 0:
+                    CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - tp.offset))
         except KafkaException as exc:
             log.info("consumer lag not measured: %s", exc)
 

@@ -69,7 +69,8 @@ class Outage:
         self.inner.command(sql)
 
     def query(self, sql: str, fmt: str = "JSONEachRow") -> bytes:
-        return self.inner.query(sql, fmt)
+        answer: bytes = self.inner.query(sql, fmt)
+        return answer
 
     def close(self) -> None:
         self.inner.close()
