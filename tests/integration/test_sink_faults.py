@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +23,7 @@ from parcours.deploy.stack import Stack, create_topics
 from parcours.schemas import topics
 from parcours.schemas.errors import SinkError
 from parcours.schemas.kafka import consumer_config, producer_config
+from parcours.schemas.observe import OpsServer
 from parcours.schemas.producer import codec_for
 from parcours.schemas.sdk import Touchpoint
 from parcours.schemas.settings import Settings
@@ -173,6 +176,14 @@ def running(sink: Sink) -> Iterator[threading.Thread]:
         assert not thread.is_alive(), "the sink did not stop"
 
 
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
 def _ids(prefix: str, n: int) -> list[str]:
     return [f"{prefix}-{i:04d}" for i in range(n)]
 
@@ -223,13 +234,15 @@ def test_an_outage_is_backpressure_then_recovery_with_every_event_once(
     outage = Outage(clickhouse, OUTAGE_SECONDS)
     sink = Sink(own_settings, outage)
     started = time.monotonic()
-    with running(sink):
+    ops = OpsServer(sink.health, "127.0.0.1", 0, own_settings.data_dir, "sink")
+    with ops, running(sink):
         eventually(lambda: outage.refused, lambda refused: refused >= 1)
         produce(own_settings, second)  # arrives while ClickHouse is away
         while time.monotonic() - started < OUTAGE_SECONDS / 2:
             # Backpressure: nothing is committed, so nothing can be skipped, while it is away.
             assert all(offset < 0 for offset in committed(own_settings).values())
-            assert not sink.health.readiness()[0]
+            status, reason = _get(f"{ops.url}/readyz")
+            assert (status, _get(f"{ops.url}/healthz")[0]) == (503, 200), reason
             time.sleep(1)
         counts = eventually(
             lambda: query(
@@ -240,7 +253,7 @@ def test_an_outage_is_backpressure_then_recovery_with_every_event_once(
             lambda rows: len(rows) == 300,
             timeout=OUTAGE_SECONDS + 60,
         )
-        eventually(lambda: sink.health.readiness()[0], bool)
+        eventually(lambda: _get(f"{ops.url}/readyz"), lambda answer: answer == (200, "ok\n"))
     assert sorted(row["event_id"] for row in counts) == sorted(first + second)  # none missing
     assert [row for row in counts if int(row["n"]) != 1] == []  # none twice
     assert outage.landed_unanswered == 1 and outage.refused >= 5
