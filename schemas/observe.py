@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from parcours.schemas.errors import ConfigError
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -117,7 +118,13 @@ class OpsServer:
     writes the address to ``DATA_DIR/endpoints/<role>-<pid>.json`` while it runs."""
 
     def __init__(self, health: Health, host: str, port: int, data_dir: Path, role: str) -> None:
-        self._server = ThreadingHTTPServer((host, port), _handler(health))
+        try:
+            self._server = ThreadingHTTPServer((host, port), _handler(health))
+        except OSError as exc:
+            raise ConfigError(
+                f"PARCOURS_METRICS_HOST/PARCOURS_METRICS_PORT: cannot listen on {host}:{port} "
+                f"({exc.strerror}); several processes on one host need port 0 (a free one each)"
+            ) from exc
         shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
         self.url = f"http://{shown}:{self._server.server_address[1]}"
         self.role = role

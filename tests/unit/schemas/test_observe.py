@@ -7,6 +7,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+from parcours.schemas.errors import ConfigError
 from parcours.schemas.observe import EVENTS_IN, WATERMARKS, Health, OpsServer, endpoint_url
 
 
@@ -53,3 +55,10 @@ def test_server_answers_the_probes_and_metrics_and_publishes_its_address(tmp_pat
         info = json.loads((tmp_path / "endpoints" / f"worker-{os.getpid()}.json").read_text())
         assert info["role"] == "worker"
     assert endpoint_url(tmp_path, "worker", os.getpid()) is None
+
+
+def test_a_port_already_taken_is_a_config_error_naming_the_setting(tmp_path: Path) -> None:
+    with OpsServer(Health(), "127.0.0.1", 0, tmp_path, "sink") as taken:
+        port = int(taken.url.rsplit(":", 1)[1])
+        with pytest.raises(ConfigError, match="PARCOURS_METRICS_PORT: cannot listen on"):
+            OpsServer(Health(), "127.0.0.1", port, tmp_path, "worker")
