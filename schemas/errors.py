@@ -37,7 +37,12 @@ class BrokerError(ParcoursError):
 
 
 class SinkError(ParcoursError):
-    """ClickHouse refused a statement or a batch."""
+    """ClickHouse refused a statement or a batch, or could not be reached: worth retrying."""
+
+
+class RowsRefused(SinkError):
+    """ClickHouse refused the data itself (a value it cannot parse, a violated constraint): the
+    same rows would be refused again, so the sink finds them and dead-letters them instead."""
 
 
 class StackError(ParcoursError):

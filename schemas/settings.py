@@ -152,6 +152,15 @@ class Settings(BaseSettings):
         description="E-mail addresses and phone numbers outside the *_sha256 identities: "
         "replaced by their sha256 (redact) or the event refused (reject).",
     )
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address /metrics, /healthz, /readyz listen on (0.0.0.0 in a pod)."
+    )
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="Their port; 0 = a free one, written to DATA_DIR/endpoints."
+    )
+    liveness_seconds: float = Field(
+        60.0, gt=0, description="/healthz fails once the main loop has been silent this long."
+    )
 
     @field_validator("assisted_channels", "followup_channels")
     @classmethod

@@ -2,16 +2,64 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
-from parcours.schemas.errors import SinkError
+from parcours.schemas.errors import RowsRefused, SinkError
 from parcours.schemas.settings import Settings
 
 FORMATS = {"json": "JSONEachRow", "csv": "CSVWithNames", "table": "JSONCompact"}
+
+# ClickHouse error codes that mean "these rows are wrong": the same rows would be refused again.
+# Every other failure (no answer, a time-out, too many parts, memory, an unknown column after a
+# missed migration, ...) is worth retrying: the sink waits rather than dead-letter good rows.
+DATA_ERRORS = {
+    6: "CANNOT_PARSE_TEXT",
+    25: "CANNOT_PARSE_ESCAPE_SEQUENCE",
+    26: "CANNOT_PARSE_QUOTED_STRING",
+    27: "CANNOT_PARSE_INPUT_ASSERTION_FAILED",
+    38: "CANNOT_PARSE_DATE",
+    41: "CANNOT_PARSE_DATETIME",
+    53: "TYPE_MISMATCH",
+    69: "ARGUMENT_OUT_OF_BOUND",
+    70: "CANNOT_CONVERT_TYPE",
+    72: "CANNOT_PARSE_NUMBER",
+    117: "INCORRECT_DATA",
+    131: "TOO_LARGE_STRING_SIZE",
+    190: "SIZES_OF_ARRAYS_DONT_MATCH",
+    321: "VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE",
+    349: "CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN",
+    377: "CANNOT_PARSE_DOMAIN_VALUE_FROM_STRING",
+    469: "VIOLATED_CONSTRAINT",
+    691: "UNKNOWN_ELEMENT_OF_ENUM",
+}
+_CODE = re.compile(r"\bCode: (\d+)\.")
+
+
+def error_code(exc: BaseException) -> int | None:
+    """The ClickHouse error code of a failure: clickhouse-connect's DatabaseError and chDB's
+    ChdbError both carry the server's ``Code: N.`` text; a network failure carries none."""
+    match = _CODE.search(str(exc))
+    return int(match.group(1)) if match else None
+
+
+def insert_error(exc: BaseException, table: str, backend: str) -> SinkError:
+    """RowsRefused when ClickHouse refused the data, SinkError (retry) for anything else."""
+    code = error_code(exc)
+    kind = RowsRefused if code in DATA_ERRORS else SinkError
+    return kind(str(exc).strip(), backend=backend, table=table, code=code)
+
+
+def dedup_token(table: str, body: str) -> str:
+    """The same rows give the same token: an insert retried after a time-out that had in fact
+    landed is dropped by ClickHouse (``insert_deduplication_token``, within the tables'
+    ``non_replicated_deduplication_window``) instead of written twice."""
+    return hashlib.sha256(f"{table}\n{body}".encode()).hexdigest()
 
 
 class Backend(Protocol):
@@ -54,13 +102,21 @@ class ChdbBackend:
         self.query(sql, "TabSeparated")
 
     def insert(self, table: str, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            # An explicit column list is what makes ClickHouse compute DEFAULTs from EPHEMERALs.
-            columns = ", ".join(rows[0])
-            self.query(
-                f"INSERT INTO {self.database}.{table} ({columns}) FORMAT JSONEachRow\n"
-                + json_lines(rows)
-            )
+        if not rows:
+            return
+        # An explicit column list is what makes ClickHouse compute DEFAULTs from EPHEMERALs.
+        columns = ", ".join(rows[0])
+        body = json_lines(rows)
+        sql = (
+            f"INSERT INTO {self.database}.{table} ({columns}) "
+            f"SETTINGS insert_deduplication_token = '{dedup_token(table, body)}' "
+            f"FORMAT JSONEachRow\n{body}"
+        )
+        with self._lock:
+            try:
+                self._session.query(sql, "TabSeparated")  # type: ignore[no-untyped-call]
+            except Exception as exc:
+                raise insert_error(exc, table, "chdb") from exc
 
     def query(self, sql: str, fmt: str = "JSONEachRow") -> bytes:
         with self._lock:
@@ -100,17 +156,23 @@ class HttpBackend:
             raise SinkError(str(exc).strip(), backend="http") from exc
 
     def insert(self, table: str, rows: list[dict[str, Any]]) -> None:
+        from clickhouse_connect.driver.exceptions import OperationalError
+
         if not rows:
             return
+        body = json_lines(rows)
         try:
             self._client.raw_insert(
                 f"{self.database}.{table}",
                 column_names=list(rows[0]),
-                insert_block=json_lines(rows),
+                insert_block=body,
+                settings={"insert_deduplication_token": dedup_token(table, body)},
                 fmt="JSONEachRow",
             )
-        except Exception as exc:
+        except OperationalError as exc:  # no answer, a time-out: never the rows' fault
             raise SinkError(str(exc).strip(), backend="http", table=table) from exc
+        except Exception as exc:
+            raise insert_error(exc, table, "http") from exc
 
     def query(self, sql: str, fmt: str = "JSONEachRow") -> bytes:
         try:

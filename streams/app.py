@@ -17,6 +17,7 @@ from faust.types import TP, EventT
 from parcours.schemas import topics
 from parcours.schemas.errors import ConfigError
 from parcours.schemas.kafka import topic_partitions
+from parcours.schemas.observe import CONSUMER_LAG, Health, OpsServer
 from parcours.schemas.producer import codec_for
 from parcours.schemas.records import Source
 from parcours.schemas.settings import Settings
@@ -46,7 +47,7 @@ def _broker_credentials(settings: Settings) -> Any:
     )
 
 
-def create_app(settings: Settings) -> faust.App:
+def create_app(settings: Settings, health: Health | None = None) -> faust.App:
     if settings.kafka_bootstrap is None:
         raise ConfigError("a worker needs PARCOURS_KAFKA_BOOTSTRAP (or run it from the stack)")
     brokers = ";".join(f"kafka://{host}" for host in settings.kafka_bootstrap.split(","))
@@ -74,6 +75,7 @@ def create_app(settings: Settings) -> faust.App:
         trust_no_end_offsets(settings.kafka_bootstrap)
     _wire(app, settings)
     _report_assignments(app, settings)
+    _observe(app, settings, health or Health(settings.liveness_seconds))
     return app
 
 
@@ -92,6 +94,44 @@ def _report_assignments(app: faust.App, settings: Settings) -> None:
         path.write_text(json.dumps({"partitions": partitions}))
 
     app.on_rebalance_complete.connect(write)  # type: ignore[arg-type]  # async receivers are fine
+
+
+LAG_EVERY_SECONDS = 5.0
+
+
+def _observe(app: faust.App, settings: Settings, health: Health) -> None:
+    """Liveness: the event loop beats every second. Readiness: the worker has joined the group
+    and restored its tables once. Consumer lag of the stages' inputs every few seconds."""
+    joined = False
+
+    async def rebalanced(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        nonlocal joined
+        joined = True
+
+    app.on_rebalance_complete.connect(rebalanced)  # type: ignore[arg-type]
+    health.not_ready = lambda: None if joined else "not yet joined the consumer group"
+
+    async def beat() -> None:
+        health.beat()
+
+    app.timer(interval=1.0)(beat)
+
+    inputs = {
+        settings.topic(name) for name in (topics.TOUCHPOINTS, topics.IDENTITY, topics.RESOLVED)
+    }
+
+    async def lag() -> None:
+        consumer: Any = app.consumer  # faust keeps the offsets it read in private maps
+        for tp in app.assignor.assigned_actives():
+            if tp.topic not in inputs:
+                continue
+            read = consumer._read_offset.get(tp)
+            position = read + 1 if read is not None else consumer._committed_offset.get(tp)
+            if position is not None:
+                behind = max(0, consumer.highwater(tp) - position)
+                CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(behind)
+
+    app.timer(interval=LAG_EVERY_SECONDS)(lag)
 
 
 def _ensure(path: Path) -> Path:
@@ -160,7 +200,8 @@ def run_worker(settings: Settings, parent_pid: int | None = None) -> None:
     from faust.worker import Worker
 
     check_copartitioned(settings)
-    app = create_app(settings)
+    health = Health(settings.liveness_seconds)
+    app = create_app(settings, health)
     # After the app: the Kafka clients' loggers exist. faust's SIGTERM handler is its graceful stop.
     watch(
         settings,
@@ -174,4 +215,8 @@ def run_worker(settings: Settings, parent_pid: int | None = None) -> None:
             max(logging.WARNING, logging.getLevelName(settings.log_level))
         )
     level = settings.log_level.lower().replace("warning", "warn")
-    Worker(app, loglevel=level, quiet=True).execute_from_commandline()
+    ops = OpsServer(
+        health, settings.metrics_host, settings.metrics_port, settings.data_dir, "worker"
+    )
+    with ops:
+        Worker(app, loglevel=level, quiet=True).execute_from_commandline()

@@ -24,6 +24,7 @@ import orjson
 from parcours.schemas import topics
 from parcours.schemas.codec import Codec
 from parcours.schemas.errors import SchemaError
+from parcours.schemas.observe import DEAD_LETTERS, EVENTS_IN, EVENTS_OUT, WATERMARKS
 from parcours.schemas.records import Source, dead_letter_record
 from parcours.schemas.sdk import is_blocklisted
 from parcours.schemas.settings import Settings
@@ -198,6 +199,7 @@ class Stage:
 
     async def dead_letter(self, value: bytes, reason: str, source: Source) -> None:
         log.warning("dead-lettered %s[%d]@%d: %s", *_where(source), reason)
+        DEAD_LETTERS.labels(self.name).inc()
         record = dead_letter_record("worker", reason, value, source)
         await self.out.send(topics.DEAD_LETTERS, "DeadLetter", record)
 
@@ -301,6 +303,7 @@ class Stage:
     async def on_watermark(self, partition: int, watermark: int) -> None:
         """A stage without a loop tells every task of the next stage how far it has got; one with
         a loop starts an epoch (the next stage hears when it closes)."""
+        WATERMARKS.observe(self.name, partition, watermark)
         if not self.loop:
             await self.tell_downstream(partition, watermark)
             return
@@ -391,13 +394,17 @@ class IngestStage(Stage):
 
     async def handle(self, value: bytes, source: Source) -> None:
         outcome = self.ingest.process(value, source)
+        if isinstance(outcome, Forward | DeadLetter):
+            EVENTS_IN.labels(self.name).inc()
         if isinstance(outcome, Forward):
             await self.out.send_raw(self.output_topic, outcome.value, key=outcome.key.decode())
+            EVENTS_OUT.labels(self.name).inc()
             self.clock(source.partition).observe(source.partition, outcome.occurred_at)
             await self.pass_watermark(source.partition)
         elif isinstance(outcome, DeadLetter):
             log.warning("dead-lettered %s[%d]@%d: %s", *_where(source), outcome.reason)
             await self.out.send_raw(topics.DEAD_LETTERS, outcome.value)
+            DEAD_LETTERS.labels(self.name).inc()
         elif isinstance(outcome, RunEnds):
             marker = self.ingest.worker_marker(outcome.marker, source)
             await self.out.everywhere(self.output_topic, "Marker", marker)
@@ -459,6 +466,7 @@ class IdentityStage(Stage):
             await super().on_record(kind, record, raw, source)
 
     async def on_touchpoint(self, record: dict[str, Any], source: Source) -> None:
+        EVENTS_IN.labels(self.name).inc()
         touchpoint = record["touchpoint"]
         identities = usable_identities(touchpoint["identities"], touchpoint["event_id"])
         occurred_at = epoch_ms(touchpoint["occurred_at"]) or 0
@@ -467,6 +475,7 @@ class IdentityStage(Stage):
         profile = profile_id(label)
         resolved = record | {"profile_id": profile}
         await self.out.send(self.output_topic, "ResolvedTouchpoint", resolved, key=profile)
+        EVENTS_OUT.labels(self.name).inc()
 
     async def on_link(self, link: Link, source: Source) -> None:
         await self.publish(self.graph.receive(link), source)
@@ -600,6 +609,8 @@ class JourneyStage(Stage):
             )
             self.loop_sent(source.partition, epoch_ms(record["touchpoint"]["occurred_at"]) or 0)
             return
+        # Counted where it is applied: an event forwarded to its survivor counts once.
+        EVENTS_IN.labels(self.name).inc()
         touchpoint = record["touchpoint"]
         occurred_at = epoch_ms(touchpoint["occurred_at"]) or 0
         facts = facts_of(touchpoint, occurred_at, base64.b64encode(raw).decode())
@@ -667,6 +678,7 @@ class JourneyStage(Stage):
             await self.out.send(
                 topics.STITCHED, "ResolvedTouchpoint", record, key=assignment.profile_id
             )
+            EVENTS_OUT.labels(self.name).inc()
         await self.publish_detections(outputs)
 
     def payload_of(self, event: EventFacts) -> dict[str, Any]:

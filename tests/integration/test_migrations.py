@@ -6,13 +6,20 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from parcours.schemas.errors import RowsRefused
 from parcours.sinks.backend import ChdbBackend, rows_of
 from parcours.sinks.migrations import _statements, migrate
 
 pytestmark = pytest.mark.integration
 
 
-MIGRATIONS = ((1, "init"), (2, "journeys"), (3, "detections"), (4, "kpis"))
+MIGRATIONS = (
+    (1, "init"),
+    (2, "journeys"),
+    (3, "detections"),
+    (4, "kpis"),
+    (5, "retractions"),
+)
 
 
 def _apply_until(backend: ChdbBackend, last: int) -> None:
@@ -71,7 +78,7 @@ def test_a_002_database_with_detections_upgrades_to_versioned_tables_and_kpis(
             "('j1', 'p1', '2026-11-02 10:00:00', 'chatbot', 'phone', 60, true, 'e0', 'e1')"
         )
 
-        assert migrate(backend) == [3, 4, 5]
+        assert migrate(backend) == [3, 4, 5, 6]
         assert migrate(backend) == []
 
         rows = rows_of(
@@ -124,7 +131,7 @@ def test_a_004_database_keeps_its_dropoffs_and_followups_current_after_005(
             "version) VALUES ('f1', 'p1', 'abandoned_cart', 'scheduled', '', 1), "
             "('f2', 'p2', 'abandoned_cart', 'scheduled', '', 1)"
         )
-        assert migrate(backend) == [5]
+        assert migrate(backend) == [5, 6]
         backend.command(
             "INSERT INTO parcours.dropoffs (journey_id, profile_id, kind, anchor_event_id, "
             "deadline, followup_id, version, retracted) VALUES "
@@ -142,5 +149,35 @@ def test_a_004_database_keeps_its_dropoffs_and_followups_current_after_005(
         )
         assert dropoffs == [{"anchor_event_id": "e1", "retracted": 0}]
         assert followups == [{"followup_id": "f1", "status": "scheduled"}]
+    finally:
+        backend.close()
+
+
+def test_006_refuses_touchpoints_without_an_event_id_and_keeps_existing_rows(
+    tmp_path: Path,
+) -> None:
+    """006 adds a CHECK: ClickHouse refuses a touchpoint whose dedup key is empty, which the sink
+    classifies as refused rows (dead-lettered), not as an outage (retried)."""
+    backend = ChdbBackend(tmp_path / "clickhouse", "parcours")
+    try:
+        _apply_until(backend, 5)
+        row = {
+            "event_id": "e1",
+            "channel": "web",
+            "action": "page_view",
+            "occurred_at": "2026-11-02 10:00:00.000",
+            "routing_key": "anonymous_id:a",
+            "produced_at": "2026-11-02 10:00:00.000",
+            "kafka_partition": 0,
+            "kafka_offset": 1,
+        }
+        backend.insert("touchpoints", [row])
+        assert migrate(backend) == [6]
+        with pytest.raises(RowsRefused, match="event_id_present") as refused:
+            backend.insert("touchpoints", [row | {"event_id": "e2"}, row | {"event_id": ""}])
+        assert refused.value.context["code"] == 469
+        backend.insert("touchpoints", [row | {"event_id": "e2"}])
+        rows = rows_of(backend.query("SELECT event_id FROM parcours.touchpoints ORDER BY event_id"))
+        assert rows == [{"event_id": "e1"}, {"event_id": "e2"}]
     finally:
         backend.close()
