@@ -172,12 +172,12 @@ def build_html(reader: Backend) -> str:
     refresh_kpis(reader)
     summary = _rows(
         reader,
-        "SELECT (SELECT uniqExact(event_id) FROM {db}.touchpoints_current) AS touchpoints, "
-        "(SELECT uniqExact(profile_id) FROM {db}.touchpoints_current) AS customers, "
+        "SELECT (SELECT uniqExact(event_id) FROM {db}.touchpoints) AS touchpoints, "
+        "(SELECT uniqExact(profile_id) FROM {db}.touchpoints) AS customers, "
         "count() AS journeys, round(countIf(status = 'converted') / greatest(count(), 1), 3) AS conversion, "
-        "(SELECT round(sum(coalesce(order_value, 0)), 2) FROM {db}.touchpoints_current WHERE action = 'purchase') AS revenue, "
-        "(SELECT round(sum(coalesce(recovered_value, 0)), 2) FROM {db}.dropoffs_current) AS recovered_revenue "
-        "FROM {db}.journeys_current",
+        "(SELECT round(sum(coalesce(order_value, 0)), 2) FROM {db}.touchpoints WHERE action = 'purchase') AS revenue, "
+        "(SELECT round(sum(coalesce(recovered_value, 0)), 2) FROM {db}.dropoffs) AS recovered_revenue "
+        "FROM {db}.journeys",
     )[0]
     pivots = _library(reader, "pivot_matrix")
     funnel = _library(reader, "conversion_funnel")
@@ -193,7 +193,7 @@ def build_html(reader: Backend) -> str:
     timeline = _rows(
         reader,
         "SELECT formatDateTime(toStartOfHour(deadline), '%m-%d %Hh') AS hour, count() AS dropoffs, "
-        "countIf(recovered) AS recovered FROM {db}.dropoffs_current GROUP BY hour ORDER BY hour",
+        "countIf(recovered) AS recovered FROM {db}.dropoffs GROUP BY hour ORDER BY hour",
     )
     kpis = _rows(
         reader,

@@ -28,7 +28,7 @@ SECTIONS = (
     (
         "Customers and journeys",
         "SELECT "
-        "(SELECT uniqExact(profile_id) FROM {db}.touchpoints FINAL) AS profiles, "
+        "(SELECT uniqExact(profile_id) FROM {db}.touchpoints) AS profiles, "
         "(SELECT uniqExact(loser) FROM {db}.profile_merges) AS merges, "
         "(SELECT uniqExact(identity) FROM {db}.identity_warnings) AS shared_identities, "
         "count() AS journeys, "
@@ -36,25 +36,25 @@ SECTIONS = (
         "countIf(status = 'converted') AS converted, "
         "round(countIf(status = 'converted') / greatest(count(), 1), 3) AS conversion_rate, "
         "sum(late_touchpoints) AS late_touchpoints "
-        "FROM {db}.journeys_current",
+        "FROM {db}.journeys",
     ),
     (
         "Journeys by number of channels",
         "SELECT length(channels) AS channels, count() AS journeys, "
         "countIf(status = 'converted') AS converted, round(avg(touchpoints), 1) AS avg_touchpoints, "
         "round(avg(pivots), 2) AS avg_pivots "
-        "FROM {db}.journeys_current GROUP BY channels ORDER BY channels",
+        "FROM {db}.journeys GROUP BY channels ORDER BY channels",
     ),
     (
         "Touchpoints by channel",
         "SELECT channel, count() AS touchpoints, uniqExact(routing_key) AS identities, "
         "countIf(action = 'purchase') AS purchases, round(coalesce(sumIf(order_value, action = 'purchase'), 0), 2) AS revenue "
-        "FROM {db}.touchpoints FINAL GROUP BY channel ORDER BY touchpoints DESC, channel",
+        "FROM {db}.touchpoints GROUP BY channel ORDER BY touchpoints DESC, channel",
     ),
     (
         "Top actions",
         "SELECT action, count() AS touchpoints, uniqExact(channel) AS channels "
-        "FROM {db}.touchpoints FINAL GROUP BY action ORDER BY touchpoints DESC, action LIMIT 12",
+        "FROM {db}.touchpoints GROUP BY action ORDER BY touchpoints DESC, action LIMIT 12",
     ),
     (
         "Pivots by channel pair",
@@ -62,7 +62,7 @@ SECTIONS = (
         "countIf(failure_driven) AS failure_driven_n, "
         "round(countIf(failure_driven) / count(), 3) AS failure_share, "
         "round(quantileExact(0.5)(gap_seconds) / 60, 1) AS median_gap_min "
-        "FROM {db}.pivots_current GROUP BY from_channel, to_channel "
+        "FROM {db}.pivots GROUP BY from_channel, to_channel "
         "ORDER BY pivots DESC, from_channel, to_channel LIMIT 15",
     ),
     (
@@ -70,7 +70,7 @@ SECTIONS = (
         "SELECT channel, count() AS handoffs, countIf(failure_driven) AS after_a_failure, "
         "countIf(repeat_contacts > 0) AS repeated_a_contact, "
         "countIf(cart_id != '') AS with_open_cart "
-        "FROM {db}.handoffs FINAL GROUP BY channel ORDER BY handoffs DESC, channel",
+        "FROM {db}.handoffs GROUP BY channel ORDER BY handoffs DESC, channel",
     ),
     (
         "Drop-offs by kind",
@@ -78,7 +78,7 @@ SECTIONS = (
         "round(sum(coalesce(value, 0)), 2) AS value_left, countIf(recovered) AS recovered_n, "
         "round(countIf(recovered) / count(), 3) AS recovery_rate, "
         "round(sum(coalesce(recovered_value, 0)), 2) AS recovered_revenue "
-        "FROM {db}.dropoffs_current GROUP BY kind ORDER BY kind",
+        "FROM {db}.dropoffs GROUP BY kind ORDER BY kind",
     ),
     (
         "Follow-ups by status",
@@ -86,7 +86,7 @@ SECTIONS = (
         "if(reason = '', '-', reason) AS why, count() AS followups, "
         "countIf(channel = 'email') AS email, countIf(channel = 'sms') AS sms, "
         "countIf(channel = 'push') AS push "
-        "FROM {db}.followups_current GROUP BY kind, status, reason ORDER BY kind, status, why",
+        "FROM {db}.followups GROUP BY kind, status, reason ORDER BY kind, status, why",
     ),
     (
         "Conversion funnel by channel (24 h window)",

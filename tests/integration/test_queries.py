@@ -239,11 +239,11 @@ def backend(
     try:
         migrate(engine)
         for table, rows in (
-            ("touchpoints", TOUCHPOINTS),
-            ("journeys", JOURNEYS),
-            ("pivots", PIVOTS),
-            ("dropoffs", DROPOFFS),
-            ("followups", FOLLOWUPS),
+            ("touchpoint_versions", TOUCHPOINTS),
+            ("journey_versions", JOURNEYS),
+            ("pivot_versions", PIVOTS),
+            ("dropoff_versions", DROPOFFS),
+            ("followup_versions", FOLLOWUPS),
         ):
             for row in rows:  # one block per row: several parts, as the sink writes them
                 engine.insert(table, [row])
