@@ -87,8 +87,10 @@ def _aftercare(key: str, order: dict[str, Any], survey: dict[str, str], back: St
     rng = random.Random(f"aftercare-{key}")
     steps = []
     if rng.random() < 0.3:
-        scale, score = ("nps", rng.choice((3, 6, 7, 8, 9, 10, 10))) if rng.random() < 0.3 else (
-            "csat", rng.choice((2, 3, 4, 4, 5, 5, 5))
+        scale, score = (
+            ("nps", rng.choice((3, 6, 7, 8, 9, 10, 10)))
+            if rng.random() < 0.3
+            else ("csat", rng.choice((2, 3, 4, 4, 5, 5, 5)))
         )
         feedback = {"scale": scale, "score": score, "order_id": order["order_id"]}
         steps.append(Step(rng.uniform(1800, 7200), survey["channel"], "feedback",
@@ -251,7 +253,9 @@ def chatbot_then_phone(rng: random.Random, c: Customer, key: str) -> list[Step]:
         if survey.random() < 0.5:  # the call's closing survey rates the case
             score = survey.choice((3, 4, 4, 5) if outcome == "resolved" else (1, 1, 2, 3))
             feedback = {"scale": "csat", "score": score, "case_id": case}
-            steps.append(Step(rng.uniform(5, 60), "phone", "feedback", phone, {"feedback": feedback}))
+            steps.append(
+                Step(rng.uniform(5, 60), "phone", "feedback", phone, {"feedback": feedback})
+            )
     return steps
 
 

@@ -1,15 +1,61 @@
 """The demo's report: customers and journeys, channels, pivots, hand-offs, drop-offs,
-follow-ups and recovered revenue, dead letters."""
+follow-ups and recovered revenue, average basket, satisfaction and returns across channels, dead
+letters. Amounts carry their currency."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from parcours.sinks.backend import Backend, rows_of
 from parcours.sinks.library import load
 from rich.console import Console
 from rich.table import Table
 
+MONEY = frozenset(
+    {
+        "revenue",
+        "average_basket",
+        "returned_value",
+        "value_left",
+        "value_abandoned",
+        "recovered_revenue",
+        "revenue_recovered",
+        "first_touch_revenue",
+        "last_touch_revenue",
+    }
+)
+"""Columns that are amounts: shown with the row's `currency` (which then is not a column)."""
 
-def _table(title: str, rows: list[dict[str, object]]) -> Table:
+CURRENCY = (
+    "arrayStringConcat(arraySort(groupUniqArrayIf(toString(currency), {where}currency != '')), ',')"
+)
+"""The currencies of the amounts summed (several are listed: amounts are never converted)."""
+
+
+def with_currency(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Amounts as ``1,234.50 EUR``; rows without a `currency` column are returned as they are."""
+    if not rows or "currency" not in rows[0]:
+        return rows
+    # A row with no amount in any currency (0 revenue) shows the table's currency, if it has one.
+    named = {row["currency"] for row in rows if row["currency"]}
+    fallback = named.pop() if len(named) == 1 else ""
+    shown = []
+    for row in rows:
+        currency = row["currency"] or fallback
+        shown.append(
+            {
+                key: f"{value:,.2f} {currency}".rstrip()
+                if key in MONEY and isinstance(value, int | float)
+                else value
+                for key, value in row.items()
+                if key != "currency"
+            }
+        )
+    return shown
+
+
+def _table(title: str, rows: list[dict[str, Any]]) -> Table:
+    rows = with_currency(rows)
     if len(rows) == 1 and len(rows[0]) > 4:
         # One wide row reads better as a list of figures than as a table narrower than a terminal.
         rows = [{"figure": k.replace("_", " "), "value": v} for k, v in rows[0].items()]
@@ -20,7 +66,7 @@ def _table(title: str, rows: list[dict[str, object]]) -> Table:
             justify="right" if rows and isinstance(rows[0][column], int | float) else "left",
         )
     for row in rows:
-        table.add_row(*(str(v) for v in row.values()))
+        table.add_row(*("-" if v is None else str(v) for v in row.values()))
     return table
 
 
@@ -48,8 +94,9 @@ SECTIONS = (
     (
         "Touchpoints by channel",
         "SELECT channel, count() AS touchpoints, uniqExact(routing_key) AS identities, "
-        "countIf(action = 'purchase') AS purchases, round(coalesce(sumIf(order_value, action = 'purchase'), 0), 2) AS revenue "
-        "FROM {db}.touchpoints GROUP BY channel ORDER BY touchpoints DESC, channel",
+        "countIf(action = 'purchase') AS purchases, round(coalesce(sumIf(order_value, action = 'purchase'), 0), 2) AS revenue, "
+        + CURRENCY.format(where="action = 'purchase' AND ")
+        + " AS currency FROM {db}.touchpoints GROUP BY channel ORDER BY touchpoints DESC, channel",
     ),
     (
         "Top actions",
@@ -77,8 +124,9 @@ SECTIONS = (
         "SELECT replaceOne(kind, 'abandoned_', '') AS abandoned, count() AS dropoffs, "
         "round(sum(coalesce(value, 0)), 2) AS value_left, countIf(recovered) AS recovered_n, "
         "round(countIf(recovered) / count(), 3) AS recovery_rate, "
-        "round(sum(coalesce(recovered_value, 0)), 2) AS recovered_revenue "
-        "FROM {db}.dropoffs GROUP BY kind ORDER BY kind",
+        "round(sum(coalesce(recovered_value, 0)), 2) AS recovered_revenue, "
+        + CURRENCY.format(where="")
+        + " AS currency FROM {db}.dropoffs GROUP BY kind ORDER BY kind",
     ),
     (
         "Follow-ups by status",
@@ -97,9 +145,13 @@ SECTIONS = (
         "SELECT channel, sum(touchpoints) AS touchpoints, sum(conversions) AS conversions, "
         "round(sum(revenue), 2) AS revenue, sum(pivots_out) AS out, sum(pivots_in) AS in, "
         "sum(failure_driven_out) AS failed_out, sum(followups_sent) AS followups, "
-        "round(sum(recovered_revenue), 2) AS recovered "
-        "FROM {db}.kpi_daily_channel GROUP BY channel ORDER BY touchpoints DESC, channel",
+        "round(sum(recovered_revenue), 2) AS recovered_revenue, "
+        "(SELECT " + CURRENCY.format(where="action = 'purchase' AND ") + " FROM {db}.touchpoints) "
+        "AS currency FROM {db}.kpi_daily_channel GROUP BY channel ORDER BY touchpoints DESC, channel",
     ),
+    ("Average basket, satisfaction and returns by channel", "QUERY:channel_kpis"),
+    ("Returns across channels (bought on, returned on)", "QUERY:cross_channel_returns"),
+    ("Satisfaction after a channel failed the customer (CSAT)", "QUERY:satisfaction_after_failure"),
     (
         "Dead letters by stage",
         "SELECT stage, count() AS dead_letters, any(reason) AS example_reason "

@@ -189,10 +189,14 @@ class Feedback(_Strict):
     @model_validator(mode="after")
     def _score_on_its_scale(self) -> Feedback:
         if self.scale not in FEEDBACK_SCALES:
-            raise ValueError(f"scale: must be one of {', '.join(FEEDBACK_SCALES)}, not {self.scale!r}")
+            raise ValueError(
+                f"scale: must be one of {', '.join(FEEDBACK_SCALES)}, not {self.scale!r}"
+            )
         low, high = FEEDBACK_SCALES[self.scale]
         if not low <= self.score <= high:
-            raise ValueError(f"score: {self.scale} scores go from {low} to {high}, not {self.score}")
+            raise ValueError(
+                f"score: {self.scale} scores go from {low} to {high}, not {self.score}"
+            )
         return self
 
 
@@ -238,7 +242,9 @@ class Touchpoint(_Strict):
         if self.action == "purchase" and self.order is None:
             raise ValueError("order: required when action is 'purchase'")
         if self.action == "return_requested" and self.order is None:
-            raise ValueError("order: required when action is 'return_requested' (the order returned)")
+            raise ValueError(
+                "order: required when action is 'return_requested' (the order returned)"
+            )
         if (self.action == "feedback") != (self.feedback is not None):
             raise ValueError("feedback: required when action is 'feedback', and only then")
         return self

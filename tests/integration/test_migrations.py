@@ -145,9 +145,7 @@ def test_a_004_database_keeps_its_dropoffs_and_followups_current_after_005(
         dropoffs = rows_of(
             backend.query("SELECT anchor_event_id, retracted FROM parcours.dropoffs")
         )
-        followups = rows_of(
-            backend.query("SELECT followup_id, status FROM parcours.followups")
-        )
+        followups = rows_of(backend.query("SELECT followup_id, status FROM parcours.followups"))
         assert dropoffs == [{"anchor_event_id": "e1", "retracted": 0}]
         assert followups == [{"followup_id": "f1", "status": "scheduled"}]
     finally:
