@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from parcours.deploy.report import refresh_kpis, with_currency
+from parcours.deploy.report import cell, refresh_kpis, with_currency
 from parcours.deploy.sankey import sankey
 from parcours.sinks.backend import Backend, rows_of
 from parcours.sinks.library import load
@@ -161,8 +161,7 @@ def _table(rows: Rows) -> str:
     # Headers wrap at word boundaries, so a wide table still fits the page.
     head = "".join(f"<th>{_e(str(c).replace('_', ' '))}</th>" for c in rows[0])
     body = "".join(
-        "<tr>" + "".join(f"<td>{_e('-' if v is None else v)}</td>" for v in r.values()) + "</tr>"
-        for r in rows
+        "<tr>" + "".join(f"<td>{_e(cell(k, v))}</td>" for k, v in r.items()) + "</tr>" for r in rows
     )
     return (
         f"<div class='fit'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
@@ -278,7 +277,7 @@ def build_html(reader: Backend) -> str:
     )
     channels = _library(reader, "channel_kpis")
     cards = "".join(
-        f'<div class="card"><b>{_e(v)}</b><span>{_e(k.replace("_", " "))}</span></div>'
+        f'<div class="card"><b>{_e(cell(k, v))}</b><span>{_e(k.replace("_", " "))}</span></div>'
         for k, v in summary.items()
     )
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")

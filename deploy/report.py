@@ -24,7 +24,7 @@ MONEY = frozenset(
         "last_touch_revenue",
     }
 )
-"""Columns that are amounts: shown with the row's `currency` (which then is not a column)."""
+"""Columns that are amounts, shown with their currency (the rows' `currency` column)."""
 
 CURRENCY = (
     "arrayStringConcat(arraySort(groupUniqArrayIf(toString(currency), {where}currency != '')), ',')"
@@ -32,41 +32,59 @@ CURRENCY = (
 """The currencies of the amounts summed (several are listed: amounts are never converted)."""
 
 
+def is_money(column: str) -> bool:
+    return column.split(" (")[0] in MONEY
+
+
 def with_currency(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Amounts as ``1,234.50 EUR``; rows without a `currency` column are returned as they are."""
+    """The `currency` column moved next to the amounts: into their headers (``revenue (EUR)``)
+    when the table has one currency, into each amount (``12.50 EUR``) when it has several."""
     if not rows or "currency" not in rows[0]:
         return rows
-    # A row with no amount in any currency (0 revenue) shows the table's currency, if it has one.
-    named = {row["currency"] for row in rows if row["currency"]}
-    fallback = named.pop() if len(named) == 1 else ""
-    shown = []
-    for row in rows:
-        currency = row["currency"] or fallback
-        shown.append(
+    currencies = {row["currency"] for row in rows if row["currency"]}
+    if len(currencies) <= 1:
+        suffix = f" ({currencies.pop()})" if currencies else ""
+        return [
             {
-                key: f"{value:,.2f} {currency}".rstrip()
-                if key in MONEY and isinstance(value, int | float)
-                else value
+                f"{key}{suffix}" if key in MONEY else key: value
                 for key, value in row.items()
                 if key != "currency"
             }
-        )
-    return shown
+            for row in rows
+        ]
+    return [
+        {
+            key: f"{cell(key, value)} {row['currency']}".rstrip()
+            if key in MONEY and value is not None
+            else value
+            for key, value in row.items()
+            if key != "currency"
+        }
+        for row in rows
+    ]
+
+
+def cell(column: str, value: Any) -> str:
+    """How a value reads in a table: amounts with two decimals and thousands separators."""
+    if value is None:
+        return "-"
+    if is_money(column) and isinstance(value, int | float):
+        return f"{value:,.2f}"
+    return str(value)
 
 
 def _table(title: str, rows: list[dict[str, Any]]) -> Table:
     rows = with_currency(rows)
     if len(rows) == 1 and len(rows[0]) > 4:
         # One wide row reads better as a list of figures than as a table narrower than a terminal.
-        rows = [{"figure": k.replace("_", " "), "value": v} for k, v in rows[0].items()]
+        rows = [{"figure": k.replace("_", " "), "value": cell(k, v)} for k, v in rows[0].items()]
     table = Table(title=title, title_justify="left")
     for column in rows[0] if rows else ["(no rows)"]:
-        table.add_column(
-            str(column),
-            justify="right" if rows and isinstance(rows[0][column], int | float) else "left",
-        )
+        numeric = is_money(column) or any(isinstance(r[column], int | float) for r in rows)
+        # Spaces let a narrow terminal wrap the header instead of cutting it.
+        table.add_column(str(column).replace("_", " "), justify="right" if numeric else "left")
     for row in rows:
-        table.add_row(*("-" if v is None else str(v) for v in row.values()))
+        table.add_row(*(cell(k, v) for k, v in row.items()))
     return table
 
 
@@ -160,6 +178,20 @@ SECTIONS = (
 )
 
 
+WIDEST = 7
+"""Columns of one printed table: a wider answer is printed in parts that each fit a terminal,
+each repeating the first column."""
+
+
+def _parts(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    if len(rows) < 2 or len(rows[0]) <= WIDEST:
+        return [rows]
+    first, *others = list(rows[0])
+    size = -(-len(others) // -(-len(others) // (WIDEST - 1)))  # as even as possible
+    groups = [others[i : i + size] for i in range(0, len(others), size)]
+    return [[{k: row[k] for k in (first, *group)} for row in rows] for group in groups]
+
+
 def print_report(reader: Backend, console: Console) -> None:
     refresh_kpis(reader)
     for title, sql in SECTIONS:
@@ -167,7 +199,9 @@ def print_report(reader: Backend, console: Console) -> None:
             text = load(sql.removeprefix("QUERY:")).render(reader.database)
         else:
             text = sql.format(db=reader.database)
-        console.print(_table(title, rows_of(reader.query(text))))
+        parts = _parts(with_currency(rows_of(reader.query(text))))
+        for n, rows in enumerate(parts, start=1):
+            console.print(_table(title + (f" ({n}/{len(parts)})" if len(parts) > 1 else ""), rows))
 
 
 def refresh_kpis(reader: Backend) -> None:

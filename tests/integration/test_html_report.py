@@ -60,7 +60,9 @@ def test_the_html_report_renders_every_chart_in_headless_chromium(
     # The flow of switches, amounts with their currency, axes titled, the new figures.
     assert 'aria-label="channel switches"' in dom.stdout and 'class="flow"' in dom.stdout
     assert "chatbot → phone: 2 pivots, 100% failure-driven" in dom.stdout
-    assert "166.67 EUR" in dom.stdout  # the web's average basket: A 100, P 100, Q 300
+    # The web's average basket (A 100, P 100, Q 300), under a header naming the currency.
+    assert "average basket (EUR)</th>" in dom.stdout and "<td>166.67</td>" in dom.stdout
+    assert "revenue (EUR)" in dom.stdout and "650.00" in dom.stdout  # the revenue card
     assert "average basket (EUR)" in dom.stdout and "mean CSAT (1-5)" in dom.stdout
     assert "channel of purchase" in dom.stdout and "hour the drop-off fired (UTC)" in dom.stdout
     assert "Returns across channels" in dom.stdout and "-2.5" in dom.stdout
