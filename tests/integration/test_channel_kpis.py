@@ -210,3 +210,16 @@ def test_satisfaction_after_failure_against_journeys_without_one(backend: Backen
             "csat_gap": -2.5,
         }
     ]
+
+
+def test_customer_touchpoints_is_the_current_placement_of_one_profile(backend: Backend) -> None:
+    rows = run(backend, "customer_touchpoints", profile="P")
+    assert [(r["event_id"], r["on_channel"], r["did"], r["journey"]) for r in rows] == [
+        ("p1", "web", "product_view", "jP"),
+        ("p2", "web", "purchase", "jP"),
+        ("p3", "store", "return_requested", "jP2"),
+        ("p4", "email", "feedback", "jP2"),
+    ]
+    assert (rows[1]["order_id"], rows[1]["order_value"], rows[3]["score"]) == ("o1", 100.0, 4)
+    # p2 was first placed with P-old: that id is stale, nothing is its own any more.
+    assert run(backend, "customer_touchpoints", profile="P-old") == []
