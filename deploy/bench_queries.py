@@ -29,9 +29,9 @@ def _fill(db: Backend, touchpoints: int) -> None:
     customers = max(1, touchpoints // 10)
     d = db.database
     db.command(
-        f"INSERT INTO {d}.touchpoints (event_id, profile_id, journey_id, channel, action, "
+        f"INSERT INTO {d}.touchpoint_versions (event_id, profile_id, journey_id, channel, action, "
         "occurred_at, routing_key, produced_at, kafka_partition, kafka_offset, order_value, "
-        "case_id, contact_topic, contact_outcome, version) "
+        "case_id, contact_topic, contact_outcome, version, order_id, currency) "
         "SELECT 'e' || toString(number), 'p' || toString(c), 'j' || toString(c), "
         f"{CHANNELS}[1 + (cityHash64(c, intDiv(step, 3)) % 8)], {STEPS}[1 + step], "
         "toDateTime64('2026-10-01 00:00:00', 3, 'UTC') + toIntervalSecond(c % 2592000) "
@@ -39,43 +39,83 @@ def _fill(db: Backend, touchpoints: int) -> None:
         "now64(3), 0, number, if(step = 9, 20 + c % 180, NULL), "
         "if(step IN (4, 5), 'case-' || toString(c), ''), "
         "if(step IN (4, 5), ['billing','delivery','sizing','returns'][1 + c % 4], ''), "
-        "if(step = 5, ['resolved','unresolved','abandoned'][1 + c % 3], ''), 1 "
+        "if(step = 5, ['resolved','unresolved','abandoned'][1 + c % 3], ''), 1, "
+        "if(step = 9, 'o' || toString(c), ''), if(step = 9, 'EUR', '') "
         f"FROM (SELECT number, number % {customers} AS c, intDiv(number, {customers}) % 10 AS step "
         f"FROM numbers({touchpoints}))"
     )
     db.command(
-        f"INSERT INTO {d}.journeys (journey_id, profile_id, started_at, last_at, status, "
+        f"INSERT INTO {d}.journey_versions (journey_id, profile_id, started_at, last_at, status, "
         "channels, touchpoints, pivots, version) "
         "SELECT journey_id, any(profile_id), min(occurred_at), max(occurred_at), "
         "if(countIf(action = 'purchase') > 0 AND c % 3 != 0, 'converted', 'open'), "
         "groupUniqArray(channel), count(), 0, 1 "
-        f"FROM (SELECT *, toUInt64(substring(profile_id, 2)) AS c FROM {d}.touchpoints) "
+        f"FROM (SELECT *, toUInt64(substring(profile_id, 2)) AS c FROM {d}.touchpoint_versions) "
         "GROUP BY journey_id, c"
     )
     db.command(
-        f"INSERT INTO {d}.pivots (journey_id, profile_id, occurred_at, from_channel, to_channel, "
+        f"INSERT INTO {d}.pivot_versions (journey_id, profile_id, occurred_at, from_channel, to_channel, "
         "gap_seconds, failure_driven, failure_event_id, event_id, version) "
         "SELECT journey_id, profile_id, occurred_at, previous, channel, 240, "
         "previous_action IN ('contact_ended', 'chatbot_fallback'), '', event_id, 1 FROM ("
         "SELECT *, lagInFrame(channel) OVER w AS previous, lagInFrame(action) OVER w AS previous_action, "
         "row_number() OVER w AS n "
-        f"FROM {d}.touchpoints WINDOW w AS (PARTITION BY profile_id ORDER BY occurred_at, event_id "
+        f"FROM {d}.touchpoint_versions WINDOW w AS (PARTITION BY profile_id ORDER BY occurred_at, event_id "
         "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)) WHERE n > 1 AND previous != channel"
     )
     db.command(
-        f"INSERT INTO {d}.dropoffs (journey_id, profile_id, kind, anchor_event_id, deadline, "
+        f"INSERT INTO {d}.dropoff_versions (journey_id, profile_id, kind, anchor_event_id, deadline, "
         "value, currency, anchor_channel, followup_id, recovered, recovered_value, version) "
         "SELECT journey_id, profile_id, 'abandoned_cart', event_id, occurred_at + toIntervalHour(1), "
         "50, 'EUR', channel, 'f' || event_id, cityHash64(event_id) % 5 = 0, "
         "if(cityHash64(event_id) % 5 = 0, 50, NULL), 1 "
-        f"FROM {d}.touchpoints WHERE action = 'add_to_cart' AND cityHash64(event_id) % 7 = 0"
+        f"FROM {d}.touchpoint_versions WHERE action = 'add_to_cart' AND cityHash64(event_id) % 7 = 0"
     )
     db.command(
-        f"INSERT INTO {d}.followups (followup_id, profile_id, kind, channel, status, reason, "
+        f"INSERT INTO {d}.followup_versions (followup_id, profile_id, kind, channel, status, reason, "
         "send_at, anchor_event_id, version) "
         "SELECT followup_id, profile_id, kind, ['email','sms','push'][1 + cityHash64(followup_id) % 3], "
         "if(cityHash64(followup_id) % 4 = 0, 'suppressed', 'scheduled'), '', deadline, "
-        f"anchor_event_id, 1 FROM {d}.dropoffs"
+        f"anchor_event_id, 1 FROM {d}.dropoff_versions"
+    )
+
+
+def _aftercare(db: Backend) -> None:
+    """Returns (one order in eight, in a store or on the web), scores (CSAT on one order in five,
+    on one case in six, NPS on one order in seven), and a second version of one touchpoint in ten
+    (what a merge or a crash re-send leaves), so that the contract's views have versions to drop."""
+    d = db.database
+    columns = (
+        "event_id, profile_id, journey_id, channel, action, occurred_at, routing_key, "
+        "produced_at, kafka_partition, kafka_offset, version, order_id, order_value, currency, "
+        "feedback_scale, feedback_score, feedback_order_id, feedback_case_id"
+    )
+    db.command(
+        f"INSERT INTO {d}.touchpoint_versions ({columns}) "
+        "SELECT 'r' || event_id, profile_id, journey_id, ['store', 'web'][1 + cityHash64(event_id) % 2], "
+        "'return_requested', occurred_at + toIntervalDay(2), routing_key, now64(3), 0, 0, 1, "
+        "order_id, order_value, 'EUR', '', NULL, '', '' "
+        f"FROM {d}.touchpoint_versions WHERE action = 'purchase' AND cityHash64(order_id) % 8 = 0"
+    )
+    db.command(
+        f"INSERT INTO {d}.touchpoint_versions ({columns}) "
+        "SELECT 'f' || event_id, profile_id, journey_id, 'email', 'feedback', "
+        "occurred_at + toIntervalHour(3), routing_key, now64(3), 0, 0, 1, '', NULL, '', "
+        "if(h % 7 = 0, 'nps', 'csat'), if(h % 7 = 0, h % 11, 1 + h % 5), order_id, '' "
+        f"FROM (SELECT *, cityHash64(order_id) AS h FROM {d}.touchpoint_versions) "
+        "WHERE action = 'purchase' AND (h % 5 = 0 OR h % 7 = 0)"
+    )
+    db.command(
+        f"INSERT INTO {d}.touchpoint_versions ({columns}) "
+        "SELECT 'f' || event_id, profile_id, journey_id, 'sms', 'feedback', "
+        "occurred_at + toIntervalMinute(10), routing_key, now64(3), 0, 0, 1, '', NULL, '', "
+        "'csat', 1 + cityHash64(case_id) % 5, '', case_id "
+        f"FROM {d}.touchpoint_versions "
+        "WHERE action = 'contact_ended' AND cityHash64(case_id) % 6 = 0"
+    )
+    db.command(
+        f"INSERT INTO {d}.touchpoint_versions SELECT * REPLACE (version + 1 AS version) "
+        f"FROM {d}.touchpoint_versions WHERE kafka_offset % 10 = 0 AND action != 'feedback'"
     )
 
 
@@ -88,6 +128,30 @@ def _timed(db: Backend, sql: str, runs: int) -> tuple[float, int]:
     return statistics.median(seconds), rows
 
 
+CONTRACT = ("touchpoints", "journeys", "pivots", "dropoffs", "followups")
+
+
+def _middle(touchpoints: int) -> int:
+    """A customer in the middle of the data set."""
+    return max(1, touchpoints // 10) // 2
+
+
+def _point_queries(touchpoints: int) -> dict[str, str]:
+    """What a profile page or an agent's desktop asks, on the contract's names (bare, as analysts
+    type them): one customer's touchpoints, one journey, one event, one journey's pivots; and
+    whole-table counts, which read every version."""
+    c = _middle(touchpoints)
+    return {
+        "point: touchpoints of a profile": f"SELECT event_id, channel, action, occurred_at "
+        f"FROM touchpoints WHERE profile_id = 'p{c}' ORDER BY occurred_at, event_id",
+        "point: one journey": f"SELECT * FROM journeys WHERE journey_id = 'j{c}'",
+        "point: one touchpoint": f"SELECT * FROM touchpoints WHERE event_id = 'e{c}'",
+        "point: pivots of a journey": f"SELECT * FROM pivots WHERE journey_id = 'j{c}'",
+        "count: touchpoints": "SELECT count() FROM touchpoints",
+        "count: pivots": "SELECT count() FROM pivots",
+    }
+
+
 def bench_queries(touchpoints: int, runs: int = 3) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="parcours-queries-") as tmp:
         db = ChdbBackend(Path(tmp) / "clickhouse", "parcours")
@@ -95,14 +159,20 @@ def bench_queries(touchpoints: int, runs: int = 3) -> dict[str, Any]:
             migrate(db)
             started = time.perf_counter()
             _fill(db, touchpoints)
+            _aftercare(db)
             fill_seconds = time.perf_counter() - started
             counts = {
                 t: rows_of(db.query(f"SELECT count() AS n FROM parcours.{t}"))[0]["n"]
-                for t in ("touchpoints", "journeys", "pivots", "dropoffs", "followups")
+                for t in (*CONTRACT, "touchpoint_versions", "ratings", "returns")
             }
             queries = {}
+            middle = {"customer_touchpoints": {"profile": f"p{_middle(touchpoints)}"}}
             for name in names():
-                seconds, rows = _timed(db, load(name).render(db.database), runs)
+                sql = load(name).render(db.database, middle.get(name))
+                seconds, rows = _timed(db, sql, runs)
+                queries[name] = {"median_ms": round(seconds * 1000, 1), "rows": rows}
+            for name, sql in _point_queries(touchpoints).items():
+                seconds, rows = _timed(db, sql, runs)
                 queries[name] = {"median_ms": round(seconds * 1000, 1), "rows": rows}
             started = time.perf_counter()
             db.command("SYSTEM REFRESH VIEW parcours.kpi_daily_channel_mv")

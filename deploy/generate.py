@@ -80,6 +80,28 @@ def _order(cart: dict[str, Any], order_id: str) -> dict[str, Any]:
     }
 
 
+def _aftercare(key: str, order: dict[str, Any], survey: dict[str, str], back: Step) -> list[Step]:
+    """What may follow a purchase: a satisfaction score on the order (CSAT, sometimes NPS) by the
+    survey's channel, and a return of the order (``back``: where and as whom). A draw of its own
+    (seeded by the journey key) leaves the rest of the traffic as it was."""
+    rng = random.Random(f"aftercare-{key}")
+    steps = []
+    if rng.random() < 0.3:
+        scale, score = (
+            ("nps", rng.choice((3, 6, 7, 8, 9, 10, 10)))
+            if rng.random() < 0.3
+            else ("csat", rng.choice((2, 3, 4, 4, 5, 5, 5)))
+        )
+        feedback = {"scale": scale, "score": score, "order_id": order["order_id"]}
+        steps.append(Step(rng.uniform(1800, 7200), survey["channel"], "feedback",
+                          {survey["kind"]: survey["id"]}, {"feedback": feedback}))  # fmt: skip
+    if rng.random() < 0.12:
+        returned = dict(order) | {"value": round(order["value"] * rng.choice((1, 1, 0.5)), 2)}
+        steps.append(Step(rng.uniform(3600, 6 * 3600), back.channel, "return_requested",
+                          back.identities, {"order": returned}))  # fmt: skip
+    return steps
+
+
 def anonymous_browse(rng: random.Random, c: Customer, key: str) -> list[Step]:
     web = c.ids("anonymous_id")
     steps = [Step(0, "web", "page_view", web, {"attributes": {"url": "/"}})]
@@ -94,16 +116,19 @@ def web_purchase(rng: random.Random, c: Customer, key: str) -> list[Step]:
     web = c.ids("anonymous_id")
     known = c.ids("anonymous_id", "crm_id", "email_sha256")
     cart = _cart(rng, f"cart-{key}")
-    return [
+    order = _order(cart, f"order-{key}")
+    steps = [
         Step(0, "web", "page_view", web),
         Step(rng.uniform(20, 120), "web", "product_view", web),
         Step(rng.uniform(10, 60), "web", "identify", known),
         Step(rng.uniform(10, 90), "web", "add_to_cart", known, {"cart": cart}),
         Step(rng.uniform(30, 300), "web", "checkout_started", known, {"cart": cart}),
-        Step(
-            rng.uniform(30, 240), "web", "purchase", known, {"order": _order(cart, f"order-{key}")}
-        ),
+        Step(rng.uniform(30, 240), "web", "purchase", known, {"order": order}),
     ]
+    # Bought online, returned in a store (found by the crm id on the receipt).
+    survey = {"channel": "email", "kind": "email_sha256", "id": c.email_sha256}
+    back = Step(0, "store", "return_requested", c.ids("loyalty_id", "crm_id"))
+    return steps + _aftercare(key, order, survey, back)
 
 
 def cart_abandoned(rng: random.Random, c: Customer, key: str) -> list[Step]:
@@ -125,7 +150,8 @@ def web_cart_store_purchase(rng: random.Random, c: Customer, key: str) -> list[S
     known = c.ids("anonymous_id", "crm_id", "email_sha256")
     till = c.ids("loyalty_id", "crm_id")
     cart = _cart(rng, f"cart-{key}")
-    return [
+    order = _order(cart, f"order-{key}")
+    steps = [
         Step(0, "web", "identify", known),
         Step(rng.uniform(10, 120), "web", "add_to_cart", known, {"cart": cart}),
         Step(
@@ -135,14 +161,12 @@ def web_cart_store_purchase(rng: random.Random, c: Customer, key: str) -> list[S
             till,
             {"attributes": {"store": "paris-01"}},
         ),
-        Step(
-            rng.uniform(300, 1200),
-            "store",
-            "purchase",
-            till,
-            {"order": _order(cart, f"order-{key}")},
-        ),
+        Step(rng.uniform(300, 1200), "store", "purchase", till, {"order": order}),
     ]
+    # Bought in a store, sent back through the website.
+    survey = {"channel": "store", "kind": "loyalty_id", "id": c.loyalty_id}
+    back = Step(0, "web", "return_requested", c.ids("crm_id", "email_sha256"))
+    return steps + _aftercare(key, order, survey, back)
 
 
 ANONYMOUS_CART_PREFIX = "anoncart-"
@@ -176,15 +200,11 @@ def app_purchase(rng: random.Random, c: Customer, key: str) -> list[Step]:
     ]
     steps.append(Step(rng.uniform(10, 90), "mobile_app", "add_to_cart", app, {"cart": cart}))
     if rng.random() < 0.7:
-        steps.append(
-            Step(
-                rng.uniform(30, 300),
-                "mobile_app",
-                "purchase",
-                app,
-                {"order": _order(cart, f"order-{key}")},
-            )
-        )
+        order = _order(cart, f"order-{key}")
+        steps.append(Step(rng.uniform(30, 300), "mobile_app", "purchase", app, {"order": order}))
+        survey = {"channel": "mobile_app", "kind": "device_id", "id": c.device_id}
+        back = Step(0, "web", "return_requested", c.ids("crm_id", "email_sha256"))
+        steps += _aftercare(key, order, survey, back)
     return steps
 
 
@@ -229,6 +249,13 @@ def chatbot_then_phone(rng: random.Random, c: Customer, key: str) -> list[Step]:
                 {"contact": {"case_id": case, "topic": topic, "outcome": outcome}},
             ),
         ]
+        survey = random.Random(f"survey-{key}")  # a draw of its own, as in _aftercare
+        if survey.random() < 0.5:  # the call's closing survey rates the case
+            score = survey.choice((3, 4, 4, 5) if outcome == "resolved" else (1, 1, 2, 3))
+            feedback = {"scale": "csat", "score": score, "case_id": case}
+            steps.append(
+                Step(rng.uniform(5, 60), "phone", "feedback", phone, {"feedback": feedback})
+            )
     return steps
 
 

@@ -1,6 +1,7 @@
 """``parcours report --html FILE``: one self-contained page (inline CSS and SVG, nothing fetched)
-with the figures a marketing lead asks for: the pivot matrix as a heatmap, the funnel, drop-offs
-and recoveries over time, and the channels' KPIs."""
+with the figures a marketing lead asks for: the pivot matrix as a heatmap and the channel switches
+as a flow, the funnel, drop-offs and recoveries over time, the channels' KPIs (average basket,
+satisfaction, returns across channels) and what a failing channel costs in satisfaction."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from parcours.deploy.report import refresh_kpis
+from parcours.deploy.report import cell, refresh_kpis, with_currency
+from parcours.deploy.sankey import sankey
 from parcours.sinks.backend import Backend, rows_of
 from parcours.sinks.library import load
 
@@ -78,22 +80,38 @@ def _heatmap(pivots: Rows) -> str:
     return "".join(parts)
 
 
-def _bars(labels: list[str], series: dict[str, list[float]], *, label: str) -> str:
-    """Grouped vertical bars: one group per label, one bar per series."""
-    if not labels:
+def _bars(
+    labels: list[str],
+    series: dict[str, list[float]],
+    *,
+    label: str,
+    x_axis: str,
+    y_axis: str,
+) -> str:
+    """Grouped vertical bars: one group per label, one bar per series; both axes titled."""
+    if not labels or not any(v for values in series.values() for v in values):
         return "<p>Nothing yet.</p>"
-    group = max(28, 14 * len(series) + 10)
-    left, top, plot = 50, 20, 220
-    width, height = left + group * len(labels) + 20, top + plot + 70
+    bar = 22 if len(series) == 1 else 12
+    group = max(32, (bar + 2) * len(series) + 12)
+    left, top, plot = 70, 20, 220
+    width, height = max(left + group * len(labels) + 20, 240), top + plot + 90
     most = max((v for values in series.values() for v in values), default=0) or 1
     parts = [
         f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" aria-label="{_e(label)}">'
     ]
     parts.append(
         f'<line x1="{left}" y1="{top + plot}" x2="{width - 10}" y2="{top + plot}" stroke="#9ca3af"/>'
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot}" stroke="#9ca3af"/>'
     )
+    for tick in (0, most / 2, most):
+        y = top + plot - plot * tick / most
+        parts.append(
+            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="small">{tick:,.4g}</text>'
+        )
+    middle = top + plot / 2
     parts.append(
-        f'<text x="{left - 6}" y="{top + 8}" text-anchor="end" class="small">{most:g}</text>'
+        f'<text x="14" y="{middle}" transform="rotate(-90 14 {middle})" text-anchor="middle" class="axis">{_e(y_axis)}</text>'
+        f'<text x="{(left + width) / 2}" y="{height - 4}" text-anchor="middle" class="axis">{_e(x_axis)}</text>'
     )
     for g, name in enumerate(labels):
         x0 = left + g * group + 4
@@ -101,7 +119,7 @@ def _bars(labels: list[str], series: dict[str, list[float]], *, label: str) -> s
             value = values[g]
             h = plot * value / most
             parts.append(
-                f'<rect x="{x0 + s * 14}" y="{top + plot - h:.1f}" width="12" height="{h:.1f}" fill="{PALETTE[s % len(PALETTE)]}" class="bar">'
+                f'<rect x="{x0 + s * (bar + 2)}" y="{top + plot - h:.1f}" width="{bar}" height="{h:.1f}" fill="{PALETTE[s % len(PALETTE)]}" class="bar">'
                 f"<title>{_e(name)} · {_e(series_name)}: {value:g}</title></rect>"
             )
         lx = x0 + 6
@@ -139,11 +157,15 @@ def _funnel(steps: list[tuple[str, int]]) -> str:
 def _table(rows: Rows) -> str:
     if not rows:
         return "<p>No rows.</p>"
-    head = "".join(f"<th>{_e(c)}</th>" for c in rows[0])
+    rows = with_currency(rows)
+    # Headers wrap at word boundaries, so a wide table still fits the page.
+    head = "".join(f"<th>{_e(str(c).replace('_', ' '))}</th>" for c in rows[0])
     body = "".join(
-        "<tr>" + "".join(f"<td>{_e(v)}</td>" for v in r.values()) + "</tr>" for r in rows
+        "<tr>" + "".join(f"<td>{_e(cell(k, v))}</td>" for k, v in r.items()) + "</tr>" for r in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return (
+        f"<div class='fit'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+    )
 
 
 STYLE = """
@@ -153,7 +175,9 @@ h1{font-size:1.6rem;margin-bottom:.2rem} h2{font-size:1.15rem;margin-top:2.2rem;
 .card{border:1px solid #e5e7eb;border-radius:10px;padding:.7rem 1rem;min-width:140px}
 .card b{display:block;font-size:1.35rem} .card span{color:#6b7280;font-size:.85rem}
 .axis{font-size:12px;fill:#374151} .value{font-size:12px;font-weight:600;fill:#111827} .small{font-size:10px;fill:#4b5563}
-table{border-collapse:collapse;font-size:.85rem;margin-top:.6rem} th,td{padding:.3rem .6rem;border-bottom:1px solid #f3f4f6;text-align:right}
+.fit{max-width:100%;overflow-x:auto} svg.chart{max-width:100%;height:auto}
+table{border-collapse:collapse;font-size:.8rem;margin-top:.6rem;width:100%} th{vertical-align:bottom;font-weight:600;color:#374151}
+th,td{padding:.25rem .45rem;border-bottom:1px solid #f3f4f6;text-align:right} td{white-space:nowrap}
 th:first-child,td:first-child{text-align:left} .legend{margin:.4rem 0;font-size:.85rem}
 .key{margin-right:1rem} .key i{display:inline-block;width:10px;height:10px;margin-right:.3rem;border-radius:2px}
 """
@@ -168,17 +192,62 @@ document.addEventListener('DOMContentLoaded', function () {
 """
 
 
+def _satisfaction_sections(reader: Backend, channels: Rows) -> list[tuple[str, str, str]]:
+    """Average basket, satisfaction, returns across channels and the cost of a failing channel."""
+    sold = [r for r in channels if r["average_basket"] is not None]
+    rated = [r for r in channels if r["csat"] is not None]
+    currency = ",".join(sorted({r["currency"] for r in sold if r["currency"]})) or "no currency"
+    returns = _library(reader, "cross_channel_returns")
+    after_failure = _library(reader, "satisfaction_after_failure")
+    return [
+        (
+            "Average basket and satisfaction by channel",
+            "Basket: revenue / purchases on the channel. CSAT (1-5): a score counts for the channel "
+            "it rates (the order's purchase, the case's last contact, else its own).",
+            _bars(
+                [r["channel"] for r in sold],
+                {f"average basket ({currency})": [r["average_basket"] for r in sold]},
+                label="average basket",
+                x_axis="channel of purchase",
+                y_axis=f"average basket ({currency})",
+            )
+            + _bars(
+                [r["channel"] for r in rated],
+                {"mean CSAT": [r["csat"] for r in rated]},
+                label="CSAT",
+                x_axis="channel rated",
+                y_axis="mean CSAT (1-5)",
+            )
+            + _table(channels),
+        ),
+        (
+            "Returns across channels",
+            "Each return matched to the purchase of its order: where it was bought, where it came back.",
+            _table(returns),
+        ),
+        (
+            "What a failing channel costs in satisfaction",
+            "Mean CSAT of journeys in which the channel failed the customer (a failure-driven pivot "
+            "out of it), against rated journeys without a failure.",
+            _table(after_failure),
+        ),
+    ]
+
+
 def build_html(reader: Backend) -> str:
     refresh_kpis(reader)
     summary = _rows(
         reader,
-        "SELECT (SELECT uniqExact(event_id) FROM {db}.touchpoints_current) AS touchpoints, "
-        "(SELECT uniqExact(profile_id) FROM {db}.touchpoints_current) AS customers, "
+        "SELECT (SELECT uniqExact(event_id) FROM {db}.touchpoints) AS touchpoints, "
+        "(SELECT uniqExact(profile_id) FROM {db}.touchpoints) AS customers, "
         "count() AS journeys, round(countIf(status = 'converted') / greatest(count(), 1), 3) AS conversion, "
-        "(SELECT round(sum(coalesce(order_value, 0)), 2) FROM {db}.touchpoints_current WHERE action = 'purchase') AS revenue, "
-        "(SELECT round(sum(coalesce(recovered_value, 0)), 2) FROM {db}.dropoffs_current) AS recovered_revenue "
-        "FROM {db}.journeys_current",
-    )[0]
+        "(SELECT round(sum(coalesce(order_value, 0)), 2) FROM {db}.touchpoints WHERE action = 'purchase') AS revenue, "
+        "(SELECT round(sum(coalesce(recovered_value, 0)), 2) FROM {db}.dropoffs) AS recovered_revenue, "
+        "(SELECT arrayStringConcat(arraySort(groupUniqArrayIf(toString(currency), currency != '')), ',') "
+        "FROM {db}.touchpoints WHERE action = 'purchase') AS currency "
+        "FROM {db}.journeys",
+    )
+    summary = with_currency(summary)[0]
     pivots = _library(reader, "pivot_matrix")
     funnel = _library(reader, "conversion_funnel")
     steps = [
@@ -193,7 +262,7 @@ def build_html(reader: Backend) -> str:
     timeline = _rows(
         reader,
         "SELECT formatDateTime(toStartOfHour(deadline), '%m-%d %Hh') AS hour, count() AS dropoffs, "
-        "countIf(recovered) AS recovered FROM {db}.dropoffs_current GROUP BY hour ORDER BY hour",
+        "countIf(recovered) AS recovered FROM {db}.dropoffs GROUP BY hour ORDER BY hour",
     )
     kpis = _rows(
         reader,
@@ -201,11 +270,14 @@ def build_html(reader: Backend) -> str:
         "sum(conversions) AS conversions, round(sum(revenue), 2) AS revenue, sum(pivots_out) AS pivots_out, "
         "sum(pivots_in) AS pivots_in, sum(failure_driven_out) AS failure_driven_out, "
         "sum(dropoffs) AS dropoffs, sum(followups_sent) AS followups_sent, sum(recovered) AS recovered, "
-        "round(sum(recovered_revenue), 2) AS recovered_revenue "
+        "round(sum(recovered_revenue), 2) AS recovered_revenue, "
+        "(SELECT arrayStringConcat(arraySort(groupUniqArrayIf(toString(currency), currency != '')), ',') "
+        "FROM {db}.touchpoints WHERE action = 'purchase') AS currency "
         "FROM {db}.kpi_daily_channel GROUP BY channel ORDER BY touchpoints DESC, channel",
     )
+    channels = _library(reader, "channel_kpis")
     cards = "".join(
-        f'<div class="card"><b>{_e(v)}</b><span>{_e(k.replace("_", " "))}</span></div>'
+        f'<div class="card"><b>{_e(cell(k, v))}</b><span>{_e(k.replace("_", " "))}</span></div>'
         for k, v in summary.items()
     )
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -214,6 +286,11 @@ def build_html(reader: Backend) -> str:
             "Where customers switch channel",
             "Rows: the channel left; columns: the one reached. Red: mostly failure-driven.",
             _heatmap(pivots),
+        ),
+        (
+            "Channel switches as a flow",
+            "Each band is the pivots from one channel (left) to another (right), its width their number.",
+            sankey(pivots),
         ),
         (
             "Conversion funnel (all channels)",
@@ -230,6 +307,8 @@ def build_html(reader: Backend) -> str:
                     "recovered": [r["recovered"] for r in timeline],
                 },
                 label="drop-offs over time",
+                x_axis="hour the drop-off fired (UTC)",
+                y_axis="drop-offs",
             ),
         ),
         (
@@ -244,11 +323,17 @@ def build_html(reader: Backend) -> str:
                     "conversions": [r["conversions"] for r in kpis],
                 },
                 label="channel KPIs",
+                x_axis="channel",
+                y_axis="pivots, conversions",
             )
             + _table(kpis),
         ),
+        *_satisfaction_sections(reader, channels),
     ]
-    body = "".join(f"<h2>{_e(t)}</h2><p class='sub'>{_e(s)}</p>{chart}" for t, s, chart in sections)
+    body = "".join(
+        f"<h2 id='s{n}'>{_e(t)}</h2><p class='sub'>{_e(s)}</p>{chart}"
+        for n, (t, s, chart) in enumerate(sections, start=1)
+    )
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width,initial-scale=1'>"

@@ -78,7 +78,7 @@ def run_demo(settings: Settings, events: int) -> None:
     page = write_html(reader, settings.data_dir / "report.html")
     console.out.print(
         f"\nData kept in {settings.data_dir}; try:\n"
-        f'  .venv/bin/parcours sql "SELECT channel, count() FROM parcours.touchpoints GROUP BY channel" --data-dir {settings.data_dir}\n'
+        f'  .venv/bin/parcours sql "SELECT channel, count() FROM touchpoints GROUP BY channel" --data-dir {settings.data_dir}\n'
         f"  .venv/bin/parcours sql --list\n"
         f"\nHTML report (charts, opens without network): {page}"
     )

@@ -89,6 +89,12 @@ def load_shipped() -> SchemaStore:
     # Inline named types so that every schema stands alone (registry subjects, fingerprints).
     for source in expand_schema(sources):
         store.add(cast(dict[str, Any], source))
+    # Earlier versions of evolved schemas (self-contained, `history/NAME.N.avsc`): records their
+    # writers left on topics and in state still decode, read with the current schema.
+    history = folder.joinpath("history")
+    for entry in sorted(history.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".avsc"):
+            store.add(json.loads(entry.read_text()), reader=False)
     return store
 
 

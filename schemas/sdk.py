@@ -69,6 +69,7 @@ ACTIONS = frozenset(
         "payment_failed",
         "purchase",
         "return_requested",
+        "feedback",
         "identify",
         "consent_updated",
         "contact_started",
@@ -153,6 +154,33 @@ class Contact(_Strict):
     outcome: Outcome | None = None
 
 
+FEEDBACK_SCALES = {"csat": (1, 5), "nps": (0, 10)}
+"""Satisfaction scales and their score ranges: CSAT 1-5, NPS 0-10."""
+
+
+class Feedback(_Strict):
+    """A satisfaction score and what it rates (an order, a case, or else the channel it came on)."""
+
+    scale: str
+    score: int
+    order_id: str | None = Field(None, min_length=1)
+    case_id: str | None = Field(None, min_length=1)
+    comment: str | None = Field(None, max_length=2000)
+
+    @model_validator(mode="after")
+    def _score_on_its_scale(self) -> Feedback:
+        if self.scale not in FEEDBACK_SCALES:
+            raise ValueError(
+                f"scale: must be one of {', '.join(FEEDBACK_SCALES)}, not {self.scale!r}"
+            )
+        low, high = FEEDBACK_SCALES[self.scale]
+        if not low <= self.score <= high:
+            raise ValueError(
+                f"score: {self.scale} scores go from {low} to {high}, not {self.score}"
+            )
+        return self
+
+
 class Touchpoint(_Strict):
     """The v1 touchpoint envelope (README: Sending events; `schemas/avro/touchpoint.avsc`)."""
 
@@ -168,6 +196,7 @@ class Touchpoint(_Strict):
     order: Order | None = None
     contact: Contact | None = None
     attributes: dict[str, str] = Field(default_factory=dict)
+    feedback: Feedback | None = None
 
     @field_validator("occurred_at", "sent_at", mode="before")
     @classmethod
@@ -193,6 +222,12 @@ class Touchpoint(_Strict):
     def _payloads_match_action(self) -> Touchpoint:
         if self.action == "purchase" and self.order is None:
             raise ValueError("order: required when action is 'purchase'")
+        if self.action == "return_requested" and self.order is None:
+            raise ValueError(
+                "order: required when action is 'return_requested' (the order returned)"
+            )
+        if (self.action == "feedback") != (self.feedback is not None):
+            raise ValueError("feedback: required when action is 'feedback', and only then")
         return self
 
     @property

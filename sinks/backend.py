@@ -97,6 +97,9 @@ class ChdbBackend:
             self._session = session.Session(str(path))  # type: ignore[no-untyped-call]
         except Exception as exc:
             raise SinkError(f"chDB cannot open its data dir: {exc}", path=str(path)) from exc
+        # Bare names (`FROM touchpoints`) resolve in the configured database, as on a server.
+        self.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+        self.command(f"USE {database}")
 
     def command(self, sql: str) -> None:
         self.query(sql, "TabSeparated")
@@ -148,10 +151,15 @@ class HttpBackend:
             )
         except Exception as exc:
             raise SinkError(f"cannot reach ClickHouse: {exc}", url=settings.clickhouse_url) from exc
+        # Every request runs in the configured database, so bare names resolve there; set after
+        # connecting because the migrations may still have to create it.
+        self._client.database = self.database
 
     def command(self, sql: str) -> None:
+        # CREATE DATABASE must not name a database that may not exist yet as the request's.
+        creates_database = sql.lstrip().upper().startswith("CREATE DATABASE")
         try:
-            self._client.command(sql)
+            self._client.command(sql, use_database=not creates_database)
         except Exception as exc:
             raise SinkError(str(exc).strip(), backend="http") from exc
 

@@ -37,14 +37,15 @@ log = logging.getLogger(__name__)
 LAG_EVERY_SECONDS = 5.0
 
 
+# Versioned rows go to the `*_versions` tables; analysts read the contract names (views).
 TABLES: dict[str, tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] = {
-    "Journey": ("journeys", journey_row),
+    "Journey": ("journey_versions", journey_row),
     "IdentityWarning": ("identity_warnings", warning_row),
     "ProfileMerge": ("profile_merges", merge_row),
-    "Pivot": ("pivots", pivot_row),
-    "Dropoff": ("dropoffs", dropoff_row),
-    "Followup": ("followups", followup_row),
-    "Handoff": ("handoffs", handoff_row),
+    "Pivot": ("pivot_versions", pivot_row),
+    "Dropoff": ("dropoff_versions", dropoff_row),
+    "Followup": ("followup_versions", followup_row),
+    "Handoff": ("handoff_versions", handoff_row),
 }
 
 
@@ -65,7 +66,7 @@ class Router:
             if kind == "Marker":
                 return "markers", marker_row(record, self.base_topic[topic], partition)
             if kind == "ResolvedTouchpoint":
-                return "touchpoints", touchpoint_row(record, partition, offset)
+                return "touchpoint_versions", touchpoint_row(record, partition, offset)
             if kind == "DeadLetter":
                 return "dead_letters", dead_letter_row(record)
             if kind in TABLES:

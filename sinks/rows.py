@@ -21,6 +21,7 @@ def touchpoint_row(resolved: dict[str, Any], partition: int, offset: int) -> dic
     cart = tp["cart"] or {}
     order = tp["order"] or {}
     contact = tp["contact"] or {}
+    feedback = tp.get("feedback") or {}
     return {
         "event_id": tp["event_id"],
         "profile_id": resolved["profile_id"] or "",
@@ -49,6 +50,11 @@ def touchpoint_row(resolved: dict[str, Any], partition: int, offset: int) -> dic
         "session_key": resolved.get("session_key") or "",
         "version": resolved.get("version", 0),
         "late": resolved.get("late", False),
+        "feedback_scale": feedback.get("scale") or "",
+        "feedback_score": feedback.get("score"),
+        "feedback_order_id": feedback.get("order_id") or "",
+        "feedback_case_id": feedback.get("case_id") or "",
+        "feedback_comment": feedback.get("comment") or "",
     }
 
 

@@ -10,8 +10,9 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 PURCHASE = "purchase"
-BRAND_ACTIONS = frozenset({"message_sent"})
-"""The brand speaking, not the customer choosing a channel: never a pivot, never a journey channel."""
+BRAND_ACTIONS = frozenset({"message_sent", "feedback"})
+"""The brand speaking, or the customer answering its survey (a score comes on whatever channel the
+survey used), not the customer choosing a channel: never a pivot, never a journey channel."""
 FAILURE_ACTIONS = frozenset({"chatbot_fallback", "search_no_results", "payment_failed"})
 FAILED_OUTCOMES = frozenset({"unresolved", "failed", "abandoned"})
 CART_CHANGES = frozenset({"add_to_cart", "remove_from_cart"})

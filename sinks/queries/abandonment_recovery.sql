@@ -9,8 +9,8 @@ SELECT
     round(countIf(d.recovered) / greatest(countIf(f.status = 'scheduled'), 1), 3) AS recovery_rate,
     round(sum(coalesce(d.value, 0)), 2) AS value_abandoned,
     round(sum(coalesce(d.recovered_value, 0)), 2) AS revenue_recovered
-FROM {db}.dropoffs_current AS d
-LEFT JOIN {db}.followups_current AS f ON f.followup_id = d.followup_id
+FROM {db}.dropoffs AS d
+LEFT JOIN {db}.followups AS f ON f.followup_id = d.followup_id
 WHERE toDate(d.deadline) BETWEEN {from:Date} AND {to:Date}
 GROUP BY kind
 ORDER BY kind

@@ -10,10 +10,10 @@ WITH converted AS
         argMinIf(channel, (occurred_at, event_id), action != 'message_sent') AS first_touch,
         argMaxIf(channel, (occurred_at, event_id), action NOT IN ('message_sent', 'purchase')) AS last_touch,
         sumIf(coalesce(order_value, 0), action = 'purchase') AS revenue
-    FROM {db}.touchpoints_current
+    FROM {db}.touchpoints
     WHERE journey_id IN
     (
-        SELECT journey_id FROM {db}.touchpoints_current
+        SELECT journey_id FROM {db}.touchpoints
         WHERE action = 'purchase' AND toDate(occurred_at) BETWEEN {from:Date} AND {to:Date}
     )
     GROUP BY journey_id

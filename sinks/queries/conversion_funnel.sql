@@ -31,7 +31,7 @@ FROM
             action,
             toUInt64(toUnixTimestamp64Milli(occurred_at)) * 1000
                 + row_number() OVER (PARTITION BY profile_id, channel, occurred_at ORDER BY event_id) AS sequenced
-        FROM {db}.touchpoints_current
+        FROM {db}.touchpoints
         WHERE toDate(occurred_at) BETWEEN {from:Date} AND {to:Date}
     )
     GROUP BY channel, profile_id

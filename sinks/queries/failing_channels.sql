@@ -9,14 +9,14 @@ SELECT
 FROM
 (
     SELECT channel, count() AS contacts
-    FROM {db}.touchpoints_current
+    FROM {db}.touchpoints
     WHERE action != 'message_sent' AND toDate(occurred_at) BETWEEN {from:Date} AND {to:Date}
     GROUP BY channel
 ) AS touched
 INNER JOIN
 (
     SELECT from_channel AS channel, countIf(failure_driven) AS failure_driven_out
-    FROM {db}.pivots_current
+    FROM {db}.pivots
     WHERE toDate(occurred_at) BETWEEN {from:Date} AND {to:Date}
     GROUP BY channel
 ) AS failed USING (channel)

@@ -8,7 +8,7 @@ SELECT
     countIf(status = 'converted') AS converted,
     round(countIf(status = 'converted') / count(), 3) AS conversion_rate,
     round(avg(pivots), 2) AS avg_pivots
-FROM {db}.journeys_current
+FROM {db}.journeys
 WHERE length(channels) >= {min_channels:UInt8}
   AND toDate(started_at) BETWEEN {from:Date} AND {to:Date}
 GROUP BY channel_mix

@@ -7,7 +7,7 @@ SELECT
     count() AS pivots,
     countIf(failure_driven) AS failure_driven_pivots,
     round(countIf(failure_driven) / count(), 3) AS failure_driven_share
-FROM {db}.pivots_current
+FROM {db}.pivots
 WHERE toDate(occurred_at) BETWEEN {from:Date} AND {to:Date}
 GROUP BY from_channel, to_channel
 ORDER BY pivots DESC, from_channel, to_channel

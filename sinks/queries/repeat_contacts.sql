@@ -15,7 +15,7 @@ FROM
         argMin(contact_topic, (occurred_at, event_id)) AS topic,
         uniqExact(channel) AS channels,
         countIf(action = 'contact_started') AS contacts
-    FROM {db}.touchpoints_current
+    FROM {db}.touchpoints
     WHERE case_id != '' AND toDate(occurred_at) BETWEEN {from:Date} AND {to:Date}
     GROUP BY case_id
 )

@@ -7,7 +7,7 @@ SELECT
     round(quantileExact(0.5)(dateDiff('second', started_at, last_at)) / 60, 1) AS median_minutes,
     round(quantileExact(0.9)(dateDiff('second', started_at, last_at)) / 60, 1) AS p90_minutes,
     round(avg(touchpoints), 1) AS avg_touchpoints
-FROM {db}.journeys_current
+FROM {db}.journeys
 WHERE status = 'converted' AND toDate(started_at) BETWEEN {from:Date} AND {to:Date}
 GROUP BY channels
 ORDER BY channels

@@ -116,7 +116,7 @@ def _followups(reader: Backend, story: Story) -> dict[str, dict[str, Any]]:
     rows = _rows(
         reader,
         "SELECT anchor_event_id, kind, status, reason, channel, send_at, expires_at, payload "
-        f"FROM {{db}}.followups_current WHERE anchor_event_id LIKE {story.like()}",
+        f"FROM {{db}}.followups WHERE anchor_event_id LIKE {story.like()}",
     )
     return {row.pop("anchor_event_id"): row for row in rows}
 
@@ -125,7 +125,7 @@ def _dropoffs(reader: Backend, story: Story) -> dict[str, dict[str, Any]]:
     rows = _rows(
         reader,
         "SELECT anchor_event_id, kind, deadline, value, recovered, recovered_value "
-        f"FROM {{db}}.dropoffs_current WHERE anchor_event_id LIKE {story.like()}",
+        f"FROM {{db}}.dropoffs WHERE anchor_event_id LIKE {story.like()}",
     )
     return {row.pop("anchor_event_id"): row for row in rows}
 
@@ -173,7 +173,7 @@ def test_a_chatbot_fallback_followed_by_a_call_is_one_failure_driven_pivot_with_
     pivots = _rows(
         reader,
         "SELECT from_channel, to_channel, failure_driven, failure_event_id, gap_seconds "
-        f"FROM {{db}}.pivots_current WHERE event_id LIKE {story.like()}",
+        f"FROM {{db}}.pivots WHERE event_id LIKE {story.like()}",
     )
     assert pivots == [
         {
@@ -227,7 +227,7 @@ def test_a_web_cart_bought_in_a_store_has_no_dropoff_and_no_followup(
     assert _on_topics(detect_stack, run, story) == []
     pivots = _rows(
         reader,
-        f"SELECT from_channel, to_channel FROM {{db}}.pivots_current WHERE event_id LIKE {story.like()}",
+        f"SELECT from_channel, to_channel FROM {{db}}.pivots WHERE event_id LIKE {story.like()}",
     )
     assert pivots == [{"from_channel": "web", "to_channel": "store"}]
 

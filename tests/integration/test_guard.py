@@ -191,7 +191,7 @@ def test_plaintext_contact_details_end_redacted_in_clickhouse(
     assert (_summary(done)["accepted"], _summary(done)["rejected"]) == (1, 1)
     rows = query(
         reader,
-        f"SELECT attributes FROM {{db}}.touchpoints FINAL WHERE event_id = 'pii-{seed}'",
+        f"SELECT attributes FROM {{db}}.touchpoints WHERE event_id = 'pii-{seed}'",
     )
     assert rows == [
         {

@@ -24,7 +24,7 @@ MIGRATIONS = (
 
 def _apply_until(backend: ChdbBackend, last: int) -> None:
     """A database as an older parcours left it: the migrations up to ``last``, recorded."""
-    backend.command("CREATE DATABASE parcours")
+    backend.command("CREATE DATABASE IF NOT EXISTS parcours")
     backend.command(
         "CREATE TABLE parcours.schema_migrations (version UInt32, name String, "
         "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
@@ -52,13 +52,15 @@ def test_a_001_database_with_rows_upgrades_to_versioned_touchpoints(tmp_path: Pa
         assert migrate(backend) == []
 
         rows = rows_of(
-            backend.query("SELECT event_id, session_key, version, late FROM parcours.touchpoints")
+            backend.query(
+                "SELECT event_id, session_key, version, late FROM parcours.touchpoint_versions"
+            )
         )
         assert rows == [{"event_id": "e1", "session_key": "", "version": 0, "late": False}]
         engine = rows_of(
             backend.query(
                 "SELECT engine_full FROM system.tables "
-                "WHERE database = 'parcours' AND name = 'touchpoints'"
+                "WHERE database = 'parcours' AND name = 'touchpoint_versions'"
             )
         )[0]["engine_full"]
         assert engine.startswith("ReplacingMergeTree(version)")
@@ -78,13 +80,13 @@ def test_a_002_database_with_detections_upgrades_to_versioned_tables_and_kpis(
             "('j1', 'p1', '2026-11-02 10:00:00', 'chatbot', 'phone', 60, true, 'e0', 'e1')"
         )
 
-        assert migrate(backend) == [3, 4, 5, 6]
+        assert migrate(backend) == [3, 4, 5, 6, 7]
         assert migrate(backend) == []
 
         rows = rows_of(
             backend.query(
                 "SELECT event_id, from_channel, failure_driven, version, retracted "
-                "FROM parcours.pivots_current"
+                "FROM parcours.pivots"
             )
         )
         assert rows == [
@@ -104,10 +106,10 @@ def test_a_002_database_with_detections_upgrades_to_versioned_tables_and_kpis(
                 )
             )
         }
-        assert engines["pivots"].startswith("ReplacingMergeTree(version, retracted)")
-        assert engines["dropoffs"].startswith("ReplacingMergeTree(version)")
-        assert engines["followups"].startswith("ReplacingMergeTree(version)")
-        assert "kpi_daily_channel_mv" in engines and "handoffs" in engines
+        assert engines["pivot_versions"].startswith("ReplacingMergeTree(version, retracted)")
+        assert engines["dropoff_versions"].startswith("ReplacingMergeTree(version)")
+        assert engines["followup_versions"].startswith("ReplacingMergeTree(version)")
+        assert "kpi_daily_channel_mv" in engines and "handoff_versions" in engines
     finally:
         backend.close()
 
@@ -131,22 +133,20 @@ def test_a_004_database_keeps_its_dropoffs_and_followups_current_after_005(
             "version) VALUES ('f1', 'p1', 'abandoned_cart', 'scheduled', '', 1), "
             "('f2', 'p2', 'abandoned_cart', 'scheduled', '', 1)"
         )
-        assert migrate(backend) == [5, 6]
+        assert migrate(backend) == [5, 6, 7]
         backend.command(
-            "INSERT INTO parcours.dropoffs (journey_id, profile_id, kind, anchor_event_id, "
+            "INSERT INTO parcours.dropoff_versions (journey_id, profile_id, kind, anchor_event_id, "
             "deadline, followup_id, version, retracted) VALUES "
             "('j2', 'p2', 'abandoned_cart', 'e2', '2026-11-02 11:00:00', 'f2', 2, 1)"
         )
         backend.command(
-            "INSERT INTO parcours.followups (followup_id, profile_id, kind, status, reason, "
-            "version) VALUES ('f2', 'p2', 'abandoned_cart', 'cancelled', 'retracted', 2)"
+            "INSERT INTO parcours.followup_versions (followup_id, profile_id, kind, status, "
+            "reason, version) VALUES ('f2', 'p2', 'abandoned_cart', 'cancelled', 'retracted', 2)"
         )
         dropoffs = rows_of(
-            backend.query("SELECT anchor_event_id, retracted FROM parcours.dropoffs_current")
+            backend.query("SELECT anchor_event_id, retracted FROM parcours.dropoffs")
         )
-        followups = rows_of(
-            backend.query("SELECT followup_id, status FROM parcours.followups_current")
-        )
+        followups = rows_of(backend.query("SELECT followup_id, status FROM parcours.followups"))
         assert dropoffs == [{"anchor_event_id": "e1", "retracted": 0}]
         assert followups == [{"followup_id": "f1", "status": "scheduled"}]
     finally:
@@ -179,5 +179,121 @@ def test_006_refuses_touchpoints_without_an_event_id_and_keeps_existing_rows(
         backend.insert("touchpoints", [row | {"event_id": "e2"}])
         rows = rows_of(backend.query("SELECT event_id FROM parcours.touchpoints ORDER BY event_id"))
         assert rows == [{"event_id": "e1"}, {"event_id": "e2"}]
+OLD_ROWS = (
+    # e1 placed twice: a merge moved it from profile p-old to p1 (version 2 wins).
+    "INSERT INTO parcours.touchpoints (event_id, profile_id, journey_id, channel, action, "
+    "occurred_at, routing_key, produced_at, kafka_partition, kafka_offset, version) VALUES "
+    "('e1', 'p-old', 'j-old', 'web', 'page_view', '2026-11-02 10:00:00', 'anonymous_id:a', "
+    "'2026-11-02 10:00:00', 0, 1, 1), "
+    "('e1', 'p1', 'j1', 'web', 'page_view', '2026-11-02 10:00:00', 'anonymous_id:a', "
+    "'2026-11-02 10:00:00', 0, 2, 2), "
+    "('e2', 'p1', 'j1', 'store', 'purchase', '2026-11-02 10:30:00', 'crm_id:c', "
+    "'2026-11-02 10:30:00', 0, 3, 1)",
+    # j-old superseded by the merge; j1 in two versions.
+    "INSERT INTO parcours.journeys (journey_id, profile_id, started_at, last_at, status, "
+    "channels, touchpoints, pivots, version) VALUES "
+    "('j-old', 'p-old', '2026-11-02 10:00:00', '2026-11-02 10:00:00', 'open', ['web'], 1, 0, 1), "
+    "('j-old', 'p-old', '2026-11-02 10:00:00', '2026-11-02 10:00:00', 'superseded', [], 0, 0, 2), "
+    "('j1', 'p1', '2026-11-02 10:30:00', '2026-11-02 10:30:00', 'converted', ['store'], 1, 0, 1), "
+    "('j1', 'p1', '2026-11-02 10:00:00', '2026-11-02 10:30:00', 'converted', "
+    "['web', 'store'], 2, 1, 2)",
+    # The web→store pivot written twice; a pivot retracted by a re-stitch.
+    "INSERT INTO parcours.pivots (journey_id, profile_id, occurred_at, from_channel, to_channel, "
+    "gap_seconds, failure_driven, failure_event_id, event_id, version, retracted) VALUES "
+    "('j1', 'p1', '2026-11-02 10:30:00', 'web', 'store', 1800, false, '', 'e2', 1, 0), "
+    "('j1', 'p1', '2026-11-02 10:30:00', 'web', 'store', 1800, false, '', 'e2', 2, 0), "
+    "('j9', 'p9', '2026-11-02 11:00:00', 'chatbot', 'phone', 60, true, 'e8', 'e9', 1, 0), "
+    "('j9', 'p9', '2026-11-02 11:00:00', 'chatbot', 'phone', 60, true, 'e8', 'e9', 2, 1)",
+    "INSERT INTO parcours.dropoffs (journey_id, profile_id, kind, anchor_event_id, deadline, "
+    "followup_id, version, retracted) VALUES "
+    "('j1', 'p1', 'abandoned_cart', 'e1', '2026-11-02 11:00:00', 'f1', 1, 0), "
+    "('j1', 'p1', 'abandoned_cart', 'e1', '2026-11-02 11:00:00', 'f1', 2, 1), "
+    "('j3', 'p3', 'abandoned_cart', 'e3', '2026-11-02 11:00:00', 'f3', 1, 0)",
+    "INSERT INTO parcours.followups (followup_id, profile_id, kind, status, reason, version) "
+    "VALUES ('f1', 'p1', 'abandoned_cart', 'scheduled', '', 1), "
+    "('f1', 'p1', 'abandoned_cart', 'cancelled', 'retracted', 2), "
+    "('f3', 'p3', 'abandoned_cart', 'scheduled', '', 1), "
+    "('f3', 'p3', 'abandoned_cart', 'cancelled', 'purchased', 2)",
+    "INSERT INTO parcours.handoffs (handoff_id, profile_id, journey_id, event_id, occurred_at, "
+    "channel, from_channel, failure_driven, repeat_contacts) VALUES "
+    "('h1', 'p9', 'j9', 'e9', '2026-11-02 11:00:00', 'phone', 'chatbot', true, 0), "
+    "('h1', 'p9', 'j9', 'e9', '2026-11-02 11:00:00', 'phone', 'chatbot', true, 1)",
+)
+
+CURRENT_TRUTH = {
+    "touchpoints": "SELECT event_id, profile_id, journey_id, version FROM {t} ORDER BY event_id",
+    "journeys": "SELECT journey_id, status, channels, version FROM {t} ORDER BY journey_id",
+    "pivots": "SELECT event_id, from_channel, to_channel, version FROM {t} ORDER BY event_id",
+    "dropoffs": "SELECT anchor_event_id, version FROM {t} ORDER BY anchor_event_id",
+    "followups": "SELECT followup_id, status, reason FROM {t} ORDER BY followup_id",
+    "handoffs": "SELECT handoff_id, channel FROM {t} ORDER BY handoff_id",
+}
+
+
+def test_a_005_database_with_rows_gives_the_same_current_truth_under_the_contract_names(
+    tmp_path: Path,
+) -> None:
+    """007 renames the versioned tables to `*_versions` (their rows move along) and makes the
+    contract's names the views of the current truth that `*_current` (or FINAL) gave before."""
+    backend = ChdbBackend(tmp_path / "clickhouse", "parcours")
+    try:
+        _apply_until(backend, 6)
+        for statement in OLD_ROWS:
+            # One part per row, as the sink writes versions in separate batches.
+            head, values = statement.split(" VALUES ")
+            for row in values.strip("()").split("), ("):
+                backend.command(f"{head} VALUES ({row})")
+        old_names = {
+            "touchpoints": "parcours.touchpoints_current",
+            "journeys": "parcours.journeys_current",
+            "pivots": "parcours.pivots_current",
+            "dropoffs": "parcours.dropoffs_current",
+            "followups": "parcours.followups_current",
+            "handoffs": "parcours.handoffs FINAL",
+        }
+        before = {
+            name: rows_of(backend.query(sql.format(t=old_names[name])))
+            for name, sql in CURRENT_TRUTH.items()
+        }
+
+        assert migrate(backend) == [7]
+        assert migrate(backend) == []
+
+        after = {
+            name: rows_of(backend.query(sql.format(t=f"parcours.{name}")))
+            for name, sql in CURRENT_TRUTH.items()
+        }
+        assert after == before
+        # Worked out by hand: one row per entity in its current version.
+        assert after["touchpoints"] == [
+            {"event_id": "e1", "profile_id": "p1", "journey_id": "j1", "version": 2},
+            {"event_id": "e2", "profile_id": "p1", "journey_id": "j1", "version": 1},
+        ]
+        assert [j["journey_id"] for j in after["journeys"]] == ["j1"]
+        assert after["pivots"] == [
+            {"event_id": "e2", "from_channel": "web", "to_channel": "store", "version": 2}
+        ]
+        assert after["dropoffs"] == [{"anchor_event_id": "e3", "version": 1}]
+        assert after["followups"] == [
+            {"followup_id": "f3", "status": "cancelled", "reason": "purchased"}
+        ]
+        # Every version moved with its table; the old view names are gone.
+        versions = rows_of(
+            backend.query(
+                "SELECT (SELECT count() FROM parcours.touchpoint_versions) AS touchpoints, "
+                "(SELECT count() FROM parcours.pivot_versions) AS pivots, "
+                "(SELECT count() FROM parcours.handoff_versions) AS handoffs"
+            )
+        )
+        assert versions == [{"touchpoints": 3, "pivots": 4, "handoffs": 2}]
+        tables = {
+            row["name"]
+            for row in rows_of(
+                backend.query("SELECT name FROM system.tables WHERE database = 'parcours'")
+            )
+        }
+        assert not {name for name in tables if name.endswith("_current")}
+        # Bare names resolve in the configured database.
+        assert rows_of(backend.query("SELECT count() AS n FROM pivots")) == [{"n": 1}]
     finally:
         backend.close()

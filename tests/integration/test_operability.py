@@ -87,7 +87,7 @@ def test_metrics_count_what_a_replay_sent_and_both_are_ready(
     stitched = worker_delta("parcours_events_out_total", stage="journey")
     assert stitched >= len(events)  # a merge re-sends the touchpoints it moved
     # Every stitched record the journey stage sent is a row the sink wrote.
-    assert sink_delta("parcours_sink_rows_written_total", table="touchpoints") == stitched
+    assert sink_delta("parcours_sink_rows_written_total", table="touchpoint_versions") == stitched
     assert sink_delta("parcours_dead_letters_total", stage="sink") == 0
     assert sink_delta("parcours_sink_batch_seconds_count") >= 1
     rows = query(

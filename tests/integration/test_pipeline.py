@@ -56,7 +56,7 @@ def test_produced_touchpoints_become_rows(stack: Stack, reader: Backend) -> None
     rows = eventually(
         lambda: query(
             reader,
-            f"SELECT event_id, channel, action, routing_key, cart_id, cart_value, cart_items, occurred_at FROM {{db}}.touchpoints FINAL WHERE event_id LIKE '{prefix}-%' ORDER BY event_id",
+            f"SELECT event_id, channel, action, routing_key, cart_id, cart_value, cart_items, occurred_at FROM {{db}}.touchpoints WHERE event_id LIKE '{prefix}-%' ORDER BY event_id",
         ),
         lambda rows: len(rows) == 4,
     )

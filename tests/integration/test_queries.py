@@ -239,11 +239,11 @@ def backend(
     try:
         migrate(engine)
         for table, rows in (
-            ("touchpoints", TOUCHPOINTS),
-            ("journeys", JOURNEYS),
-            ("pivots", PIVOTS),
-            ("dropoffs", DROPOFFS),
-            ("followups", FOLLOWUPS),
+            ("touchpoint_versions", TOUCHPOINTS),
+            ("journey_versions", JOURNEYS),
+            ("pivot_versions", PIVOTS),
+            ("dropoff_versions", DROPOFFS),
+            ("followup_versions", FOLLOWUPS),
         ):
             for row in rows:  # one block per row: several parts, as the sink writes them
                 engine.insert(table, [row])
@@ -483,7 +483,17 @@ def test_the_query_benchmark_generates_its_data_set_and_runs_every_query() -> No
     from parcours.deploy.bench_queries import bench_queries
 
     result = bench_queries(2000, runs=1)
-    assert result["rows"]["touchpoints"] == 2000 and result["rows"]["journeys"] == 200
-    assert result["rows"]["pivots"] > 0 and result["rows"]["dropoffs"] > 0
-    assert set(result["queries"]) == set(names())
+    rows = result["rows"]
+    # 2,000 generated touchpoints plus one return per returned order and one score per rating;
+    # the versions table also holds the second versions the bench writes.
+    assert rows["touchpoints"] == 2000 + rows["returns"] + rows["ratings"]
+    assert rows["touchpoint_versions"] > rows["touchpoints"] and rows["journeys"] == 200
+    assert rows["pivots"] > 0 and rows["dropoffs"] > 0 and rows["ratings"] > 0
+    assert set(names()) <= set(result["queries"])
+    assert {name for name in result["queries"] if name.startswith("point: ")} == {
+        "point: touchpoints of a profile",
+        "point: one journey",
+        "point: one touchpoint",
+        "point: pivots of a journey",
+    }
     assert all(figures["rows"] > 0 for figures in result["queries"].values())

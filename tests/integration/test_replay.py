@@ -124,7 +124,7 @@ def test_replay_starts_and_stops_its_own_stack(tmp_path: Path) -> None:
     # The data dir is free again: sql opens chDB itself.
     counted = _parcours(
         "sql",
-        "SELECT count() AS n FROM parcours.touchpoints FINAL",
+        "SELECT count() AS n FROM parcours.touchpoints",
         "--data-dir",
         str(data_dir),
         "--format",

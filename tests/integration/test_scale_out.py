@@ -35,19 +35,19 @@ PATTERN = {"anonymous_cart_store_purchase": 0.4}
 """About one journey in four: web cart left anonymously, login, bought in a store in time."""
 
 SNAPSHOT = {
-    "touchpoints": "SELECT event_id, profile_id, journey_id, session_key, late FROM {db}.touchpoints FINAL "
+    "touchpoints": "SELECT event_id, profile_id, journey_id, session_key, late FROM {db}.touchpoints "
     "ORDER BY event_id",
     "journeys": "SELECT journey_id, profile_id, started_at, last_at, status, channels, "
-    "touchpoints, pivots, sessions FROM {db}.journeys_current ORDER BY journey_id",
+    "touchpoints, pivots, sessions FROM {db}.journeys ORDER BY journey_id",
     "warnings": "SELECT identity, crm_id, event_id, occurred_at FROM {db}.identity_warnings FINAL "
     "ORDER BY identity, crm_id",
     "pivots": "SELECT event_id, journey_id, profile_id, from_channel, to_channel, gap_seconds, "
-    "failure_driven, failure_event_id FROM {db}.pivots_current ORDER BY event_id",
+    "failure_driven, failure_event_id FROM {db}.pivots ORDER BY event_id",
     "dropoffs": "SELECT kind, anchor_event_id, journey_id, profile_id, deadline, value, "
-    "followup_id, recovered, recovered_value FROM {db}.dropoffs_current "
+    "followup_id, recovered, recovered_value FROM {db}.dropoffs "
     "ORDER BY kind, anchor_event_id",
     "followups": "SELECT followup_id, profile_id, kind, channel, status, reason, send_at, "
-    "expires_at, payload FROM {db}.followups_current ORDER BY followup_id",
+    "expires_at, payload FROM {db}.followups ORDER BY followup_id",
     # Every version ever written for the carts bought in a store in time, and every late event:
     # the progress tracking must keep both empty, not only the current views.
     "bought_in_time": "SELECT kind, anchor_event_id, version, retracted FROM {db}.dropoffs "
@@ -232,7 +232,7 @@ def test_in_live_mode_silent_inputs_do_not_hold_time_back(tmp_path: Path) -> Non
         with TouchpointProducer(stack.settings) as producer:
             producer.send(touchpoint(event_id="live-1", occurred_at=five_minutes_ago.isoformat()))
         rows = eventually(
-            lambda: query(reader, "SELECT status, touchpoints FROM {db}.journeys_current"),
+            lambda: query(reader, "SELECT status, touchpoints FROM {db}.journeys"),
             lambda rows: [r["status"] for r in rows] == ["expired"],
             timeout=90,
         )

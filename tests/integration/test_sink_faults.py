@@ -156,11 +156,11 @@ def clickhouse(own_settings: Settings) -> Iterator[Backend]:
     backend = open_backend(own_settings)
     migrate(backend)
     # Duplicates must stay visible: no background merge may collapse them before we count.
-    backend.command(f"SYSTEM STOP MERGES {backend.database}.touchpoints")
+    backend.command(f"SYSTEM STOP MERGES {backend.database}.touchpoint_versions")
     try:
         yield backend
     finally:
-        backend.command(f"SYSTEM START MERGES {backend.database}.touchpoints")
+        backend.command(f"SYSTEM START MERGES {backend.database}.touchpoint_versions")
         backend.close()
 
 
@@ -193,7 +193,7 @@ def test_a_row_clickhouse_refuses_is_dead_lettered_and_the_rest_written(
 ) -> None:
     run = uuid.uuid4().hex[:8]
     ids = _ids(run, 40)
-    ids.insert(17, "")  # breaks the touchpoints' CHECK event_id != '' (sinks/ddl/006)
+    ids.insert(17, "")  # breaks the touchpoints' CHECK event_id != '' (sinks/ddl/006_constraints.sql)
     sent = produce(own_settings, ids)
     sink = Sink(own_settings, clickhouse)
     with running(sink):
@@ -247,7 +247,7 @@ def test_an_outage_is_backpressure_then_recovery_with_every_event_once(
         counts = eventually(
             lambda: query(
                 clickhouse,
-                "SELECT event_id, count() AS n FROM {db}.touchpoints "
+                "SELECT event_id, count() AS n FROM {db}.touchpoint_versions "
                 f"WHERE startsWith(event_id, '{run}') GROUP BY event_id",
             ),
             lambda rows: len(rows) == 300,

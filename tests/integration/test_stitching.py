@@ -29,7 +29,7 @@ def _replay(stack: Stack, reader: Backend, tmp_path: Path, events: list[dict[str
 def _placed(reader: Backend, tag: str) -> dict[str, dict[str, Any]]:
     rows = query(
         reader,
-        "SELECT event_id, profile_id, journey_id FROM {db}.touchpoints FINAL "
+        "SELECT event_id, profile_id, journey_id FROM {db}.touchpoints "
         f"WHERE event_id LIKE '{tag}-%' ORDER BY event_id",
     )
     return {row.pop("event_id"): row for row in rows}
@@ -38,7 +38,7 @@ def _placed(reader: Backend, tag: str) -> dict[str, dict[str, Any]]:
 def _journeys(reader: Backend, profile: str) -> list[dict[str, Any]]:
     return query(
         reader,
-        "SELECT journey_id, status, channels, touchpoints, pivots FROM {db}.journeys_current "
+        "SELECT journey_id, status, channels, touchpoints, pivots FROM {db}.journeys "
         f"WHERE profile_id = '{profile}' ORDER BY started_at",
     )
 
@@ -94,7 +94,7 @@ def test_anonymous_web_then_login_then_store_purchase_is_one_profile_and_one_jou
     journey = placed[f"{tag}-1"]["journey_id"]
     sessions = query(
         reader,
-        f"SELECT session_key FROM {{db}}.touchpoints FINAL WHERE event_id LIKE '{tag}-%' ORDER BY event_id",
+        f"SELECT session_key FROM {{db}}.touchpoints WHERE event_id LIKE '{tag}-%' ORDER BY event_id",
     )
     # 45 minutes of silence before the store: a second session in the same journey.
     assert [r["session_key"] for r in sessions] == [f"{journey}/1"] * 3 + [f"{journey}/2"]

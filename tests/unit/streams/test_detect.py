@@ -484,3 +484,14 @@ def test_a_merge_that_changes_nothing_about_a_dropoff_keeps_it() -> None:
     core.add(survivor, purchase(2, T0 + 90 * MIN), None)
     out = core.absorb(survivor, loser, T0 + 2 * HOUR, finished=True)
     assert [f.retracted for f in out.dropoffs] == [False]
+
+
+def test_a_survey_answer_on_another_channel_is_no_pivot() -> None:
+    """A score by e-mail after a web visit answers the brand's survey: the customer did not move."""
+    from parcours.streams.detect import Left, pivot_of
+    from parcours.streams.facts import EventFacts
+    from parcours.streams.rules import Rules
+
+    web = EventFacts(event_id="a", occurred_at=0, channel="web", action="product_view")
+    score = EventFacts(event_id="b", occurred_at=60_000, channel="email", action="feedback")
+    assert pivot_of(Left.of(web), score, "j", Rules()) is None
