@@ -35,6 +35,12 @@ def codec_for(settings: Settings) -> Codec:
     )
 
 
+def encode_touchpoint(codec: Codec, topic: str, touchpoint: Touchpoint) -> tuple[bytes, bytes]:
+    """The Kafka message of a touchpoint: (key, value), keyed by its strongest identity."""
+    value = codec.encode("Touchpoint", touchpoint.to_avro(), subject=f"{topic}-value")
+    return touchpoint.routing_key.encode(), value
+
+
 class TouchpointProducer:
     """Idempotent Kafka producer; failed deliveries are counted and raised by :meth:`flush`."""
 
@@ -57,8 +63,7 @@ class TouchpointProducer:
     def send(self, event: Touchpoint | dict[str, Any] | str | bytes) -> Touchpoint:
         """Validate (raises ValidationError naming the field), encode and enqueue one touchpoint."""
         touchpoint = event if isinstance(event, Touchpoint) else parse_touchpoint(event)
-        value = self.codec.encode("Touchpoint", touchpoint.to_avro(), subject=f"{self.topic}-value")
-        self.produce(self.topic, touchpoint.routing_key.encode(), value)
+        self.produce(self.topic, *encode_touchpoint(self.codec, self.topic, touchpoint))
         return touchpoint
 
     def produce(
