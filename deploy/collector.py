@@ -25,7 +25,7 @@ import uvicorn
 from parcours.deploy.delivery import AckingProducer
 from parcours.schemas.errors import CollectorError, QueryError, RequestError, ValidationError
 from parcours.schemas.producer import codec_for, encode_touchpoint
-from parcours.schemas.sdk import hash_email, hash_phone, parse_touchpoint
+from parcours.schemas.sdk import IDENTITY_TYPES, hash_email, hash_phone, parse_touchpoint
 from parcours.schemas.settings import Settings
 from parcours.sinks.backend import Backend, open_backend
 from parcours.sinks.profiles import read_profile
@@ -267,12 +267,14 @@ def create_app(
 
 
 def _hashed(kind: str, value: str) -> tuple[str, str]:
-    """An agent may look a caller up by the plain e-mail or phone number: hashed here with the
-    SDK's normalisation, and never stored."""
+    """An agent may look a caller up by the plain e-mail or phone number (``email``, ``phone``):
+    hashed here with the SDK's normalisation, and never stored."""
     if kind == "email":
         return "email_sha256", hash_email(value)
     if kind == "phone":
         return "phone_sha256", hash_phone(value)
+    if kind not in IDENTITY_TYPES:
+        raise QueryError(f"identity_type: unknown {kind!r} (known: {', '.join(IDENTITY_TYPES)})")
     return kind, value
 
 
