@@ -88,13 +88,13 @@ def load(name: str, folder: str = "queries") -> LibraryQuery:
     profile API's read model) written the same way."""
     entry = resources.files("parcours.sinks").joinpath(folder).joinpath(f"{name}.sql")
     if not re.fullmatch(r"\w+", name) or not entry.is_file():
-        raise QueryError(f"no query named {name!r}; the library has: {', '.join(names())}")
+        raise QueryError(f"no query named {name!r}; the library has: {', '.join(names(folder))}")
     return parse(name, entry.read_text())
 
 
-def names() -> list[str]:
-    folder = resources.files("parcours.sinks").joinpath("queries")
-    return sorted(e.name.removesuffix(".sql") for e in folder.iterdir() if e.name.endswith(".sql"))
+def names(folder: str = "queries") -> list[str]:
+    entries = resources.files("parcours.sinks").joinpath(folder).iterdir()
+    return sorted(e.name.removesuffix(".sql") for e in entries if e.name.endswith(".sql"))
 
 
 def parse(name: str, text: str) -> LibraryQuery:

@@ -44,15 +44,15 @@ def resolve(backend: Backend, identity_type: str, value: str) -> str | None:
         raise QueryError(
             f"identity_type: unknown {identity_type!r} (known: {', '.join(IDENTITY_TYPES)})"
         )
-    found = run(backend, "resolve", identity=f"{identity_type}:{value}")
-    if not found:
+    found = run(backend, "resolve", identity=f"{identity_type}:{value}")[0]
+    profile, survivor = str(found["profile_id"]), str(found["survivor"])
+    if not profile:
         return None
-    profile: str = found[0]["profile_id"]
     for _ in range(MAX_MERGE_HOPS):
-        survivor = run(backend, "survivor", profile_id=profile)[0]["survivor"]
         if not survivor or survivor == profile:
             return profile
         profile = survivor
+        survivor = run(backend, "survivor", profile_id=profile)[0]["survivor"]
     raise QueryError("profile_merges has a loop", profile_id=profile)
 
 
