@@ -299,6 +299,8 @@ def reader_for(settings: Settings) -> Callable[[], Backend]:
         backend = open_backend(settings)
         return lambda: backend
 
+    remotes: dict[str, RemoteBackend] = {}  # keeps its connections alive across requests
+
     def via_sink() -> Backend:
         url = running_endpoint(settings.data_dir)
         if url is None:
@@ -307,7 +309,9 @@ def reader_for(settings: Settings) -> Callable[[], Backend]:
                 retry_after=5,
                 data_dir=str(settings.data_dir),
             )
-        return RemoteBackend(url, settings.clickhouse_database)
+        if url not in remotes:
+            remotes[url] = RemoteBackend(url, settings.clickhouse_database)
+        return remotes[url]
 
     return via_sink
 
