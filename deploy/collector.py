@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import orjson
 import uvicorn
 from parcours.deploy.delivery import AckingProducer
+from parcours.schemas.codec import Codec
 from parcours.schemas.errors import CollectorError, QueryError, RequestError, ValidationError
 from parcours.schemas.producer import codec_for, encode_touchpoint
 from parcours.schemas.sdk import IDENTITY_TYPES, hash_email, hash_phone, parse_touchpoint
@@ -137,7 +138,7 @@ def events_of(body: bytes, max_events: int) -> list[Any]:
 
 
 def validate(
-    events: list[Any], source: str, codec: Any, topic: str
+    events: list[Any], source: str, codec: Codec, topic: str
 ) -> tuple[list[tuple[bytes, bytes]], list[dict[str, Any]]]:
     """Each event through the SDK's rules, with the write key's source recorded on it."""
     messages, rejected = [], []
