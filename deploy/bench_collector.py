@@ -45,6 +45,7 @@ class Client(threading.Thread):
         self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 80
         self.work = work
         self.accepted = self.rejected = self.retries = 0
+        self.latencies: list[float] = []
         self.error: str | None = None
 
     def run(self) -> None:
@@ -53,9 +54,11 @@ class Client(threading.Thread):
         try:
             for body in self.work:
                 while True:
+                    started = time.perf_counter()
                     connection.request("POST", "/v1/touchpoints", body, headers)
                     response = connection.getresponse()
                     answer = json.loads(response.read())
+                    self.latencies.append(time.perf_counter() - started)
                     if response.status in (429, 503):
                         self.retries += 1
                         time.sleep(float(response.getheader("Retry-After") or 1))
@@ -92,6 +95,7 @@ def bench_collector(settings: Settings, events: int, clients: int, batch: int) -
     if errors:
         raise StackError(f"a client failed: {errors[0]}")
     accepted = sum(t.accepted for t in threads)
+    latencies = sorted(x for t in threads for x in t.latencies)
     return {
         "machine": machine(),
         "events": events,
@@ -102,4 +106,8 @@ def bench_collector(settings: Settings, events: int, clients: int, batch: int) -
         "retries": sum(t.retries for t in threads),
         "seconds": round(seconds, 2),
         "accepted_per_second": round(accepted / seconds),
+        "request_ms": {
+            "p50": round(latencies[len(latencies) // 2] * 1000, 1),
+            "p95": round(latencies[int(len(latencies) * 0.95)] * 1000, 1),
+        },
     }
