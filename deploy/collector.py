@@ -284,6 +284,15 @@ def write_address(data_dir: Path, url: str) -> None:
     (data_dir / ADDRESS_FILE).write_text(json.dumps({"url": url, "pid": os.getpid()}))
 
 
+def _forget_address(data_dir: Path) -> None:
+    """Remove our address, not the one another collector of this data dir wrote since."""
+    try:
+        if json.loads((data_dir / ADDRESS_FILE).read_text())["pid"] == os.getpid():
+            (data_dir / ADDRESS_FILE).unlink()
+    except (OSError, ValueError, KeyError):
+        pass
+
+
 def running_collector(data_dir: Path) -> str | None:
     """The URL of the live collector of this data dir, if its process is alive."""
     try:
@@ -340,4 +349,4 @@ def serve(settings: Settings) -> None:
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
-        (settings.data_dir / ADDRESS_FILE).unlink(missing_ok=True)
+        _forget_address(settings.data_dir)
