@@ -24,7 +24,13 @@ import orjson
 import uvicorn
 from parcours.deploy.delivery import AckingProducer
 from parcours.schemas.codec import Codec
-from parcours.schemas.errors import CollectorError, QueryError, RequestError, ValidationError
+from parcours.schemas.errors import (
+    CollectorError,
+    QueryError,
+    RequestError,
+    SinkError,
+    ValidationError,
+)
 from parcours.schemas.producer import codec_for, encode_touchpoint
 from parcours.schemas.sdk import IDENTITY_TYPES, hash_email, hash_phone, parse_touchpoint
 from parcours.schemas.settings import Settings
@@ -225,6 +231,9 @@ def create_app(
             return _error(400, exc.message)
         except CollectorError as exc:
             return _error(exc.status, exc.message, exc.retry_after)
+        except SinkError as exc:  # ClickHouse down or refusing: the agent may try again
+            log.warning("profile read failed: %s", exc)
+            return _error(503, f"ClickHouse did not answer: {exc.message}", 5)
         if found is None:
             return _error(404, f"no profile has the identity {kind}:{value}")
         return Response(orjson.dumps(found), media_type="application/json")

@@ -15,6 +15,7 @@ from parcours.schemas.codec import Codec
 from parcours.schemas.errors import CollectorError, NotAcknowledged, QueueFull
 from parcours.schemas.settings import Settings, load_settings
 from parcours.sinks.backend import Backend
+from parcours.sinks.sqlserver import RemoteBackend
 from starlette.testclient import TestClient
 
 from tests.factories import touchpoint
@@ -216,3 +217,16 @@ def test_an_unknown_identity_type_is_named(client: TestClient) -> None:
     response = client.get("/v1/profiles/shoe_size/42", headers=READ)
     assert response.status_code == 400
     assert response.json()["error"].startswith("identity_type: unknown 'shoe_size' (known: crm_id")
+
+
+def test_a_clickhouse_that_does_not_answer_gives_503(settings: Settings) -> None:
+    def unreachable() -> Backend:
+        return RemoteBackend("http://127.0.0.1:9/", "parcours")  # nothing listens on port 9
+
+    with TestClient(create_app(settings, Recorder(), unreachable)) as client:
+        response = client.get("/v1/profiles/crm_id/C-1", headers=READ)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    assert response.json()["error"].startswith(
+        "ClickHouse did not answer: sink SQL endpoint unreachable"
+    )
