@@ -6,12 +6,15 @@ The SQL lives in ``sinks/profile_queries/``; it reads the profile-keyed read mod
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
 from typing import Any
 
 from parcours.schemas.errors import QueryError
 from parcours.schemas.sdk import IDENTITY_TYPES
 from parcours.sinks.backend import Backend, rows_of
 from parcours.sinks.library import LibraryQuery, load
+from parcours.sinks.rows import ts
 
 FOLDER = "profile_queries"
 MAX_MERGE_HOPS = 16
@@ -61,18 +64,25 @@ def read_profile(backend: Backend, identity_type: str, value: str) -> dict[str, 
     profile_id = resolve(backend, identity_type, value)
     if profile_id is None:
         return None
-    history = run(backend, "touchpoints", profile_id=profile_id, limit=HISTORY)
-    for row in history:
-        row["cart_items"] = _items(row["cart_items"])
+    history = [
+        _document(row["doc"])
+        for row in run(backend, "touchpoints", profile_id=profile_id, limit=HISTORY)
+    ]
     return {
         "profile_id": profile_id,
         "identities": _identities(history),
-        "journeys": run(backend, "journeys", profile_id=profile_id, limit=JOURNEYS),
+        "journeys": [
+            json.loads(row["doc"])
+            for row in run(backend, "journeys", profile_id=profile_id, limit=JOURNEYS)
+        ],
         "recent": [_recent(row) for row in history[:RECENT]],
         "open_cart": _open_cart(history),
         "open_cases": _open_cases(history),
         "failures": [_recent(row) for row in history if _is_failure(row)][:FAILURES],
-        "followups": run(backend, "followups", profile_id=profile_id, limit=FOLLOWUPS),
+        "followups": [
+            _followup(json.loads(row["doc"]))
+            for row in run(backend, "followups", profile_id=profile_id, limit=FOLLOWUPS)
+        ],
     }
 
 
@@ -171,6 +181,19 @@ def _open_cases(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for case in cases.values()
         if not case["resolved"]
     ]
+
+
+def _followup(row: dict[str, Any]) -> dict[str, Any]:
+    """Pending: scheduled, and its send time is still to come."""
+    now = ts(datetime.now(UTC))
+    pending = row["status"] == "scheduled" and row["send_at"] is not None and row["send_at"] > now
+    return row | {"pending": pending}
+
+
+def _document(text: str) -> dict[str, Any]:
+    row: dict[str, Any] = json.loads(text)
+    row["cart_items"] = _items(row["cart_items"])
+    return row
 
 
 def _items(items: list[Any]) -> list[dict[str, Any]]:

@@ -25,24 +25,13 @@ WHERE profile_id != '';
 
 CREATE TABLE IF NOT EXISTS {db}.profile_touchpoints
 (
-    profile_id      String,
-    event_id        String,
-    journey_id      String,
-    channel         LowCardinality(String),
-    action          LowCardinality(String),
-    occurred_at     DateTime64(3, 'UTC'),
-    identities      Map(String, String),
-    source          LowCardinality(String),
-    cart_id         String,
-    cart_items      Array(Tuple(sku String, quantity Int32, unit_price Float64)),
-    cart_value      Nullable(Float64),
-    order_id        String,
-    order_value     Nullable(Float64),
-    currency        LowCardinality(String),
-    case_id         String,
-    contact_topic   String,
-    contact_outcome LowCardinality(String),
-    version         UInt64
+    profile_id  String,
+    event_id    String,
+    occurred_at DateTime64(3, 'UTC'),
+    version     UInt64,
+    -- What the API shows of the touchpoint, rendered as JSON once, when it is written: a lookup
+    -- then reads one column instead of sixteen (half the time of a point read).
+    doc         String
 )
 -- One customer's rows sit together: a lookup reads a granule or two, whatever the table's size.
 -- A touchpoint a merge moved keeps a stale row under the loser, which no lookup reaches (the
@@ -52,9 +41,11 @@ ORDER BY (profile_id, event_id)
 SETTINGS index_granularity = 256;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.profile_touchpoints_mv TO {db}.profile_touchpoints AS
-SELECT profile_id, event_id, journey_id, channel, action, occurred_at, identities, source,
-       cart_id, cart_items, cart_value, order_id, order_value, currency, case_id, contact_topic,
-       contact_outcome, version
+SELECT profile_id, event_id, occurred_at, version,
+       formatRowNoNewline('JSONEachRow', event_id, journey_id, channel, action, occurred_at,
+                          identities, source, case_id, contact_topic AS topic,
+                          contact_outcome AS outcome, cart_id, cart_items, cart_value, order_id,
+                          order_value, currency) AS doc
 FROM {db}.touchpoints
 WHERE profile_id != '';
 
@@ -63,44 +54,40 @@ WHERE profile_id != '';
 -- follow-up). A journey or follow-up a merge moved keeps a stale row under the loser.
 CREATE TABLE IF NOT EXISTS {db}.profile_journeys
 (
-    profile_id  String,
-    journey_id  String,
-    status      LowCardinality(String),
-    channels    Array(LowCardinality(String)),
-    touchpoints UInt32,
-    pivots      UInt32,
-    started_at  DateTime64(3, 'UTC'),
-    last_at     DateTime64(3, 'UTC'),
-    version     UInt64
+    profile_id String,
+    journey_id String,
+    status     LowCardinality(String),
+    last_at    DateTime64(3, 'UTC'),
+    version    UInt64,
+    doc        String  -- id, status, channels, touchpoints, pivots, start and last time (JSON)
 )
 ENGINE = ReplacingMergeTree(version)
 ORDER BY (profile_id, journey_id)
 SETTINGS index_granularity = 256;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.profile_journeys_mv TO {db}.profile_journeys AS
-SELECT profile_id, journey_id, status, channels, touchpoints, pivots, started_at, last_at, version
+SELECT profile_id, journey_id, status, last_at, version,
+       formatRowNoNewline('JSONEachRow', journey_id, status, channels, touchpoints, pivots,
+                          started_at, last_at) AS doc
 FROM {db}.journeys;
 
 CREATE TABLE IF NOT EXISTS {db}.profile_followups
 (
     profile_id  String,
     followup_id String,
-    kind        LowCardinality(String),
-    channel     LowCardinality(String),
-    status      LowCardinality(String),
     reason      String,
-    send_at     Nullable(DateTime64(3, 'UTC')),
-    expires_at  Nullable(DateTime64(3, 'UTC')),
-    deadline    Nullable(DateTime64(3, 'UTC')),
-    version     UInt64
+    sort_at     Nullable(DateTime64(3, 'UTC')),
+    version     UInt64,
+    doc         String  -- id, kind, channel, status, reason, send_at, expires_at, deadline (JSON)
 )
 ENGINE = ReplacingMergeTree(version)
 ORDER BY (profile_id, followup_id)
 SETTINGS index_granularity = 256;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.profile_followups_mv TO {db}.profile_followups AS
-SELECT profile_id, followup_id, kind, channel, status, reason, send_at, expires_at, deadline,
-       version
+SELECT profile_id, followup_id, reason, coalesce(send_at, deadline) AS sort_at, version,
+       formatRowNoNewline('JSONEachRow', followup_id, kind, channel, status, reason, send_at,
+                          expires_at, deadline) AS doc
 FROM {db}.followups;
 
 -- Rows written before this migration.
@@ -111,17 +98,22 @@ ARRAY JOIN mapKeys(identities) AS kind, mapValues(identities) AS value
 WHERE profile_id != '';
 
 INSERT INTO {db}.profile_touchpoints
-SELECT profile_id, event_id, journey_id, channel, action, occurred_at, identities, source,
-       cart_id, cart_items, cart_value, order_id, order_value, currency, case_id, contact_topic,
-       contact_outcome, version
+SELECT profile_id, event_id, occurred_at, version,
+       formatRowNoNewline('JSONEachRow', event_id, journey_id, channel, action, occurred_at,
+                          identities, source, case_id, contact_topic AS topic,
+                          contact_outcome AS outcome, cart_id, cart_items, cart_value, order_id,
+                          order_value, currency)
 FROM {db}.touchpoints
 WHERE profile_id != '';
 
 INSERT INTO {db}.profile_journeys
-SELECT profile_id, journey_id, status, channels, touchpoints, pivots, started_at, last_at, version
+SELECT profile_id, journey_id, status, last_at, version,
+       formatRowNoNewline('JSONEachRow', journey_id, status, channels, touchpoints, pivots,
+                          started_at, last_at)
 FROM {db}.journeys;
 
 INSERT INTO {db}.profile_followups
-SELECT profile_id, followup_id, kind, channel, status, reason, send_at, expires_at, deadline,
-       version
+SELECT profile_id, followup_id, reason, coalesce(send_at, deadline), version,
+       formatRowNoNewline('JSONEachRow', followup_id, kind, channel, status, reason, send_at,
+                          expires_at, deadline)
 FROM {db}.followups;

@@ -1,7 +1,7 @@
--- question: a profile's journeys, most recent first
+-- question: a profile's journeys, most recent first, each a JSON document (id, status, channels, touchpoints, pivots, start and last time)
 -- param: profile_id String = none   the profile
 -- param: limit UInt32 = 20   how many at most
-SELECT journey_id, status, channels, touchpoints, pivots, started_at, last_at
+SELECT doc
 FROM {db}.profile_journeys FINAL
 -- journeys_current's rule, on the profile's rows
 WHERE profile_id = {profile_id:String} AND status != 'superseded'

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 from parcours.sinks.backend import ChdbBackend, rows_of
 from parcours.sinks.migrations import _statements, migrate
+from parcours.sinks.profiles import read_profile
 
 pytestmark = pytest.mark.integration
 
 
-MIGRATIONS = ((1, "init"), (2, "journeys"), (3, "detections"), (4, "kpis"))
+MIGRATIONS = ((1, "init"), (2, "journeys"), (3, "detections"), (4, "kpis"), (5, "retractions"))
 
 
 def _apply_until(backend: ChdbBackend, last: int) -> None:
@@ -71,7 +72,7 @@ def test_a_002_database_with_detections_upgrades_to_versioned_tables_and_kpis(
             "('j1', 'p1', '2026-11-02 10:00:00', 'chatbot', 'phone', 60, true, 'e0', 'e1')"
         )
 
-        assert migrate(backend) == [3, 4, 5]
+        assert migrate(backend) == [3, 4, 5, 6]
         assert migrate(backend) == []
 
         rows = rows_of(
@@ -124,7 +125,7 @@ def test_a_004_database_keeps_its_dropoffs_and_followups_current_after_005(
             "version) VALUES ('f1', 'p1', 'abandoned_cart', 'scheduled', '', 1), "
             "('f2', 'p2', 'abandoned_cart', 'scheduled', '', 1)"
         )
-        assert migrate(backend) == [5]
+        assert migrate(backend) == [5, 6]
         backend.command(
             "INSERT INTO parcours.dropoffs (journey_id, profile_id, kind, anchor_event_id, "
             "deadline, followup_id, version, retracted) VALUES "
@@ -142,5 +143,38 @@ def test_a_004_database_keeps_its_dropoffs_and_followups_current_after_005(
         )
         assert dropoffs == [{"anchor_event_id": "e1", "retracted": 0}]
         assert followups == [{"followup_id": "f1", "status": "scheduled"}]
+    finally:
+        backend.close()
+
+
+def test_a_005_database_gets_the_profile_read_model_of_its_rows(tmp_path: Path) -> None:
+    """006 copies what was written before it into the profile-keyed tables, so the profile API
+    answers for customers seen before the upgrade."""
+    backend = ChdbBackend(tmp_path / "clickhouse", "parcours")
+    try:
+        _apply_until(backend, 5)
+        backend.command(
+            "INSERT INTO parcours.touchpoints (event_id, profile_id, journey_id, channel, action, "
+            "occurred_at, routing_key, identities, produced_at, kafka_partition, kafka_offset, "
+            "version) VALUES ('e1', 'p1', 'j1', 'chatbot', 'chatbot_fallback', "
+            "'2026-11-02 10:00:00', 'crm_id:C1', map('crm_id', 'C1'), now64(3), 0, 0, 1)"
+        )
+        backend.command(
+            "INSERT INTO parcours.journeys (journey_id, profile_id, started_at, last_at, status, "
+            "channels, touchpoints, pivots, version) VALUES ('j1', 'p1', '2026-11-02 10:00:00', "
+            "'2026-11-02 10:00:00', 'open', ['chatbot'], 1, 0, 1)"
+        )
+        backend.command(
+            "INSERT INTO parcours.followups (followup_id, profile_id, kind, status, reason, "
+            "send_at, version) VALUES ('f1', 'p1', 'abandoned_contact', 'scheduled', '', "
+            "'2026-11-03 10:00:00', 1)"
+        )
+        assert migrate(backend) == [6]
+        profile = read_profile(backend, "crm_id", "C1")
+        assert profile is not None and profile["profile_id"] == "p1"
+        assert [e["event_id"] for e in profile["recent"]] == ["e1"]
+        assert [f["action"] for f in profile["failures"]] == ["chatbot_fallback"]
+        assert [j["journey_id"] for j in profile["journeys"]] == ["j1"]
+        assert [(f["followup_id"], f["pending"]) for f in profile["followups"]] == [("f1", False)]
     finally:
         backend.close()
