@@ -17,6 +17,7 @@ from parcours.schemas.errors import SinkError
 from parcours.sinks.backend import Backend
 
 ENDPOINT_FILE = "sql-endpoint.json"
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
 
 def _handler(backend: Backend) -> type[BaseHTTPRequestHandler]:
@@ -75,7 +76,8 @@ class RemoteBackend:
         self._finalizer = weakref.finalize(self, _close_all, self._opened)
 
     def query(self, sql: str, fmt: str = "JSONEachRow") -> bytes:
-        for attempt in (1, 2):
+        while True:
+            reused = getattr(self._local, "connection", None) is not None
             connection = self._connection()
             try:
                 connection.request("POST", "/", sql.encode(), {"X-Format": fmt})
@@ -85,8 +87,9 @@ class RemoteBackend:
             except (http.client.HTTPException, OSError) as exc:
                 connection.close()
                 self._local.connection = None
-                # A kept-alive connection the server has closed fails once; a new one must not.
-                if attempt == 2 or isinstance(exc, ConnectionRefusedError):
+                # Only a kept-alive connection the server had closed is tried again (the query
+                # never reached it); anything else may have run and is reported.
+                if not (reused and isinstance(exc, _STALE)):
                     raise SinkError(f"sink SQL endpoint unreachable: {exc}", url=self.url) from None
         if response.status != 200:
             raise SinkError(body.decode(errors="replace"), backend="chdb (via sink)")
