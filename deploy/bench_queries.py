@@ -7,6 +7,7 @@ customer, a pivot at every channel change, a drop-off for one cart in seven and 
 
 from __future__ import annotations
 
+import random
 import statistics
 import tempfile
 import time
@@ -14,9 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from parcours.deploy.bench import machine
+from parcours.schemas.errors import QueryError
 from parcours.sinks.backend import Backend, ChdbBackend, rows_of
 from parcours.sinks.library import load, names
 from parcours.sinks.migrations import migrate
+from parcours.sinks.profiles import read_profile
+from parcours.sinks.sqlserver import RemoteBackend, SqlServer
 
 CHANNELS = "['web','mobile_app','store','email','chatbot','phone','live_chat','sms']"
 STEPS = (
@@ -31,7 +35,7 @@ def _fill(db: Backend, touchpoints: int) -> None:
     db.command(
         f"INSERT INTO {d}.touchpoint_versions (event_id, profile_id, journey_id, channel, action, "
         "occurred_at, routing_key, produced_at, kafka_partition, kafka_offset, order_value, "
-        "case_id, contact_topic, contact_outcome, version, order_id, currency) "
+        "case_id, contact_topic, contact_outcome, version, order_id, currency, identities) "
         "SELECT 'e' || toString(number), 'p' || toString(c), 'j' || toString(c), "
         f"{CHANNELS}[1 + (cityHash64(c, intDiv(step, 3)) % 8)], {STEPS}[1 + step], "
         "toDateTime64('2026-10-01 00:00:00', 3, 'UTC') + toIntervalSecond(c % 2592000) "
@@ -40,7 +44,8 @@ def _fill(db: Backend, touchpoints: int) -> None:
         "if(step IN (4, 5), 'case-' || toString(c), ''), "
         "if(step IN (4, 5), ['billing','delivery','sizing','returns'][1 + c % 4], ''), "
         "if(step = 5, ['resolved','unresolved','abandoned'][1 + c % 3], ''), 1, "
-        "if(step = 9, 'o' || toString(c), ''), if(step = 9, 'EUR', '') "
+        "if(step = 9, 'o' || toString(c), ''), if(step = 9, 'EUR', ''), "
+        "map('crm_id', toString(c), 'anonymous_id', 'ck-' || toString(c)) "
         f"FROM (SELECT number, number % {customers} AS c, intDiv(number, {customers}) % 10 AS step "
         f"FROM numbers({touchpoints}))"
     )
@@ -149,6 +154,55 @@ def _point_queries(touchpoints: int) -> dict[str, str]:
         "point: pivots of a journey": f"SELECT * FROM pivots WHERE journey_id = 'j{c}'",
         "count: touchpoints": "SELECT count() FROM touchpoints",
         "count: pivots": "SELECT count() FROM pivots",
+    }
+
+
+def _percentiles(seconds: list[float]) -> dict[str, float]:
+    ordered = sorted(seconds)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 1)
+
+    return {"p50_ms": at(0.50), "p95_ms": at(0.95), "p99_ms": at(0.99), "max_ms": at(1.0)}
+
+
+def _lookups(db: Backend, customers: list[int]) -> list[float]:
+    seconds = []
+    for c in customers:
+        started = time.perf_counter()
+        found = read_profile(db, "crm_id", str(c))
+        seconds.append(time.perf_counter() - started)
+        if found is None or len(found["recent"]) != 10:
+            raise QueryError("the profile of a generated customer is incomplete", crm_id=c)
+    return seconds
+
+
+def bench_profiles(touchpoints: int, lookups: int) -> dict[str, Any]:
+    """The profile API's reads for random customers: in the process that holds chDB, and through
+    the SQL endpoint the sink serves (the collector's path on the embedded stack)."""
+    customers = max(1, touchpoints // 10)
+    rng = random.Random(5)
+    chosen = [rng.randrange(customers) for _ in range(lookups)]
+    with tempfile.TemporaryDirectory(prefix="parcours-profiles-") as tmp:
+        db = ChdbBackend(Path(tmp) / "clickhouse", "parcours")
+        try:
+            migrate(db)
+            _fill(db, touchpoints)
+            db.command("OPTIMIZE TABLE parcours.profile_touchpoints FINAL")
+            db.command("OPTIMIZE TABLE parcours.profile_identities FINAL")
+            _lookups(db, chosen[:20])  # warm-up
+            direct = _lookups(db, chosen)
+            with SqlServer(db, Path(tmp)) as server:
+                endpoint = _lookups(RemoteBackend(server.url, db.database), chosen)
+        finally:
+            db.close()
+    return {
+        "machine": machine(),
+        "touchpoints": touchpoints,
+        "profiles": customers,
+        "lookups": lookups,
+        "in_process": _percentiles(direct),
+        "via_sql_endpoint": _percentiles(endpoint),
     }
 
 

@@ -180,6 +180,32 @@ def sink(parent_pid: int | None) -> None:
 
 @cli.command()
 @data_dir_option
+@click.option("--port", type=click.IntRange(0, 65535), help="PARCOURS_COLLECTOR_PORT (0 = free).")
+def collect(data_dir: Path | None, port: int | None) -> None:
+    """Run the HTTP collector and profile API (POST /v1/touchpoints, GET /v1/profiles/...).
+
+    Joins the `parcours up` stack of the data dir when no PARCOURS_KAFKA_BOOTSTRAP is set; its
+    address goes to DATA_DIR/collector.json.
+    """
+    from parcours.deploy.collector import serve
+    from parcours.deploy.stack import running_stack
+
+    settings = _settings(data_dir=data_dir, collector_port=port)
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if settings.kafka_bootstrap is None:
+        live = running_stack(settings)
+        if live is None:
+            raise click.ClickException(
+                "no Kafka: set PARCOURS_KAFKA_BOOTSTRAP or start the stack (`parcours up`)"
+            )
+        settings = live
+    serve(settings)
+
+
+@cli.command()
+@data_dir_option
 @click.option("--partitions", type=click.IntRange(1, 1024))
 @click.option("--workers", type=click.IntRange(1, 64))
 @click.option(
@@ -236,10 +262,13 @@ def _spawn_supervisor(settings: Settings, partitions: int | None, workers: int |
     wait_until(ready, 120, "the stack to start")
     live = running_stack(settings)
     assert live is not None
+    from parcours.deploy.collector import running_collector
+
     click.echo(
         json.dumps(
             {
                 "kafka_bootstrap": live.kafka_bootstrap,
+                "collector": running_collector(settings.data_dir),
                 "data_dir": str(settings.data_dir),
                 "pid": process.pid,
             }
@@ -288,6 +317,28 @@ def bench_queries(touchpoints: int, runs: int) -> None:
         table.add_row(name, str(figures["median_ms"]), str(figures["rows"]))
     console.out.print(table)
     click.echo(json.dumps(result))
+
+
+@cli.command("bench-collector")
+@click.option("--events", type=click.IntRange(1000), default=100_000, show_default=True)
+@click.option("--clients", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option("--batch", type=click.IntRange(1, 500), default=100, show_default=True)
+def bench_collector(events: int, clients: int, batch: int) -> None:
+    """Events/s the collector accepts (acknowledged by Kafka) on the embedded stack, from
+    concurrent clients posting batches; the last line is JSON."""
+    from parcours.deploy.bench_collector import bench_collector as run
+
+    click.echo(json.dumps(run(_settings(), events, clients, batch)))
+
+
+@cli.command("bench-profiles")
+@click.option("--touchpoints", type=click.IntRange(1000), default=1_000_000, show_default=True)
+@click.option("--lookups", type=click.IntRange(10), default=500, show_default=True)
+def bench_profiles(touchpoints: int, lookups: int) -> None:
+    """Latency of the profile API on a generated data set (chDB); the last line is JSON."""
+    from parcours.deploy.bench_queries import bench_profiles as run
+
+    click.echo(json.dumps(run(touchpoints, lookups)))
 
 
 @cli.command()

@@ -128,6 +128,26 @@ class Stack:
         wait_until(ready, 60, "the ClickHouse sink to start")
         return sink
 
+    def start_collector(self) -> Child:
+        """``parcours collect``; its address goes to DATA_DIR/collector.json."""
+        from parcours.deploy.collector import running_collector
+
+        collector = Child(
+            "collector",
+            parcours_argv("collect"),
+            self.settings.data_dir / "logs" / "collector.log",
+            env=child_env(settings_env(self.settings)),
+        )
+        self.children.append(collector)
+
+        def ready() -> bool:
+            if not collector.alive():
+                raise StackError(f"the collector exited: {collector.tail()}")
+            return running_collector(self.settings.data_dir) is not None
+
+        wait_until(ready, 60, "the collector to listen")
+        return collector
+
     def wait_for_workers(self, timeout: float = 120) -> None:
         """Until every worker has joined the group and restored its tables: a replay that starts
         earlier goes through a rebalance while it runs (each new member moves partitions)."""
@@ -160,6 +180,8 @@ class Stack:
 
 
 def _stop_order(child: Child) -> int:
+    if child.name == "collector":  # first: nothing new enters while the rest drains
+        return -1
     if child.name.startswith("worker"):
         return 0
     return 1 if child.name == "sink" else 2
@@ -197,6 +219,7 @@ def embedded_stack(settings: Settings, *, workers: int | None = None) -> Iterato
             stack.settings = settings.model_copy(update={"kafka_bootstrap": bootstrap})
         create_topics(stack.settings)
         stack.start_sink()
+        stack.start_collector()
         for _ in range(workers or settings.workers):
             stack.start_worker()
         stack.wait_for_workers()

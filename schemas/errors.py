@@ -55,3 +55,31 @@ class ReplayError(ParcoursError):
 
 class QueryError(ParcoursError):
     """An analyst query from the library that does not exist or gets a bad parameter."""
+
+
+class CollectorError(ParcoursError):
+    """The HTTP collector cannot take a batch now; ``retry_after`` says when to try again."""
+
+    status = 503
+
+    def __init__(self, message: str, *, retry_after: int = 1, **context: Any) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, **context)
+
+
+class QueueFull(CollectorError):
+    """The producer's queue has no room for the batch: the sender goes faster than Kafka takes."""
+
+    status = 429
+
+
+class NotAcknowledged(CollectorError):
+    """Kafka did not acknowledge every event of a batch in time (or refused one)."""
+
+
+class RequestError(ParcoursError):
+    """An HTTP request refused as a whole; ``status`` says why (400 malformed, 413 too large)."""
+
+    def __init__(self, status: int, message: str, **context: Any) -> None:
+        self.status = status
+        super().__init__(message, **context)

@@ -38,6 +38,12 @@ def codec_for(settings: Settings) -> Codec:
     )
 
 
+def encode_touchpoint(codec: Codec, topic: str, touchpoint: Touchpoint) -> tuple[bytes, bytes]:
+    """The Kafka message of a touchpoint: (key, value), keyed by its strongest identity."""
+    value = codec.encode("Touchpoint", touchpoint.to_avro(), subject=f"{topic}-value")
+    return touchpoint.routing_key.encode(), value
+
+
 class TouchpointProducer:
     """Idempotent Kafka producer; failed deliveries are counted and raised by :meth:`flush`,
     except those of records sent with an ``on_failure`` callback, which handles them."""
@@ -71,10 +77,10 @@ class TouchpointProducer:
             touchpoint = guard.apply(event)
         else:
             touchpoint = parse_touchpoint(event, guard)
-        value = self.codec.encode("Touchpoint", touchpoint.to_avro(), subject=f"{self.topic}-value")
+        key, value = encode_touchpoint(self.codec, self.topic, touchpoint)
         guard.check_size(len(value), "event (Avro)")
         try:
-            self.produce(self.topic, touchpoint.routing_key.encode(), value, on_failure=on_failure)
+            self.produce(self.topic, key, value, on_failure=on_failure)
         except KafkaException as exc:
             raise BrokerError(
                 f"event: not produced: {exc.args[0].str()}", event_id=touchpoint.event_id

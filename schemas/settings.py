@@ -32,6 +32,22 @@ def parse_quiet_hours(text: str) -> tuple[time, time] | None:
     return window
 
 
+def parse_write_keys(text: str) -> dict[str, str]:
+    """``"web:k1,pos:k2"`` → {"k1": "web", "k2": "pos"}; ValueError names the bad entry (never
+    the key itself: it is a secret)."""
+    keys: dict[str, str] = {}
+    for n, entry in enumerate((e.strip() for e in text.split(",")), start=1):
+        if not entry:
+            continue
+        source, sep, key = (part.strip() for part in entry.partition(":"))
+        if not sep or not source or not key:
+            raise ValueError(f"entry {n} is not source:key")
+        if key in keys:
+            raise ValueError(f"entry {n} repeats the key of source {keys[key]!r}")
+        keys[key] = source
+    return keys
+
+
 class Settings(BaseSettings):
     """Every knob of parcours. Frozen: copy with ``settings.model_copy(update=...)``."""
 
@@ -161,6 +177,30 @@ class Settings(BaseSettings):
     liveness_seconds: float = Field(
         60.0, gt=0, description="/healthz fails once the main loop has been silent this long."
     )
+    # The HTTP collector and profile API (README: Sending events over HTTP).
+    collector_port: int = Field(
+        0, ge=0, le=65535, description="Port of `parcours collect` on 127.0.0.1; 0 = a free one."
+    )
+    collector_host: str = Field("127.0.0.1", description="Interface the collector listens on.")
+    collector_keys: SecretStr = Field(
+        SecretStr(""), description="Write keys, source:key,source:key; the source is recorded."
+    )
+    profile_keys: SecretStr = Field(
+        SecretStr(""), description="Read keys of the profile API, comma-separated."
+    )
+    collector_max_events: int = Field(500, ge=1, description="Events per request at most (413).")
+    collector_max_bytes: int = Field(
+        1_000_000, ge=1024, description="Request body at most, after gzip is undone (413)."
+    )
+    collector_queue_messages: int = Field(
+        100_000, ge=1, description="Producer queue; a batch that does not fit gets 429."
+    )
+    collector_ack_timeout_seconds: float = Field(
+        30.0, gt=0, description="Kafka acknowledgement wait before a 503."
+    )
+    collector_cors_origins: str = Field(
+        "*", description="Origins browsers may post from, comma-separated; * = any."
+    )
 
     @field_validator("assisted_channels", "followup_channels")
     @classmethod
@@ -195,6 +235,22 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"{value!r} is not an IANA time zone") from None
         return value
+
+    @field_validator("collector_keys")
+    @classmethod
+    def _source_keys(cls, value: SecretStr) -> SecretStr:
+        parse_write_keys(value.get_secret_value())
+        return value
+
+    @property
+    def write_keys(self) -> dict[str, str]:
+        """Write key → the source it stands for."""
+        return parse_write_keys(self.collector_keys.get_secret_value())
+
+    @property
+    def read_keys(self) -> frozenset[str]:
+        keys = self.profile_keys.get_secret_value().split(",")
+        return frozenset(key.strip() for key in keys if key.strip())
 
     @property
     def quiet_window(self) -> tuple[time, time] | None:

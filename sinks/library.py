@@ -83,17 +83,18 @@ def _literal(query: str, name: str, kind: str, value: str) -> str:
     raise QueryError(f"parameter {name} has unsupported type {kind}", query=query)
 
 
-def load(name: str) -> LibraryQuery:
-    folder = resources.files("parcours.sinks").joinpath("queries")
-    entry = folder.joinpath(f"{name}.sql")
+def load(name: str, folder: str = "queries") -> LibraryQuery:
+    """A query of the analysts' library, or of another folder of ``sinks/`` (``profile_queries``: the
+    profile API's read model) written the same way."""
+    entry = resources.files("parcours.sinks").joinpath(folder).joinpath(f"{name}.sql")
     if not re.fullmatch(r"\w+", name) or not entry.is_file():
-        raise QueryError(f"no query named {name!r}; the library has: {', '.join(names())}")
+        raise QueryError(f"no query named {name!r}; the library has: {', '.join(names(folder))}")
     return parse(name, entry.read_text())
 
 
-def names() -> list[str]:
-    folder = resources.files("parcours.sinks").joinpath("queries")
-    return sorted(e.name.removesuffix(".sql") for e in folder.iterdir() if e.name.endswith(".sql"))
+def names(folder: str = "queries") -> list[str]:
+    entries = resources.files("parcours.sinks").joinpath(folder).iterdir()
+    return sorted(e.name.removesuffix(".sql") for e in entries if e.name.endswith(".sql"))
 
 
 def parse(name: str, text: str) -> LibraryQuery:

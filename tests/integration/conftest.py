@@ -25,6 +25,8 @@ from parcours.sinks.backend import Backend, rows_of
 from parcours.sinks.client import open_reader
 
 T = TypeVar("T")
+TEST_SOURCE, WRITE_KEY, READ_KEY = "it-web", "it-write-key", "it-read-key"
+"""The session stack's collector: the write key of source TEST_SOURCE, the profile API's key."""
 
 
 def _docker_answers() -> bool:
@@ -77,7 +79,15 @@ def stack(
 ) -> Iterator[Stack]:
     """A running pipeline (broker, 1 worker, sink) with topics of 4 partitions."""
     data_dir = tmp_path_factory.mktemp("stack")
-    settings = isolated_settings(data_dir, "it", partitions=4, workers=1, **server_settings)
+    settings = isolated_settings(
+        data_dir,
+        "it",
+        partitions=4,
+        workers=1,
+        collector_keys=f"{TEST_SOURCE}:{WRITE_KEY}",
+        profile_keys=READ_KEY,
+        **server_settings,
+    )
     with embedded_stack(settings) as running:
         # Published like `parcours up`, so CLI commands on this data dir join this stack.
         write_state(running)

@@ -9,6 +9,7 @@ import pytest
 from parcours.schemas.errors import RowsRefused
 from parcours.sinks.backend import ChdbBackend, rows_of
 from parcours.sinks.migrations import _statements, migrate
+from parcours.sinks.profiles import read_profile
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +81,7 @@ def test_a_002_database_with_detections_upgrades_to_versioned_tables_and_kpis(
             "('j1', 'p1', '2026-11-02 10:00:00', 'chatbot', 'phone', 60, true, 'e0', 'e1')"
         )
 
-        assert migrate(backend) == [3, 4, 5, 6, 7]
+        assert migrate(backend) == [3, 4, 5, 6, 7, 8]
         assert migrate(backend) == []
 
         rows = rows_of(
@@ -133,7 +134,7 @@ def test_a_004_database_keeps_its_dropoffs_and_followups_current_after_005(
             "version) VALUES ('f1', 'p1', 'abandoned_cart', 'scheduled', '', 1), "
             "('f2', 'p2', 'abandoned_cart', 'scheduled', '', 1)"
         )
-        assert migrate(backend) == [5, 6, 7]
+        assert migrate(backend) == [5, 6, 7, 8]
         backend.command(
             "INSERT INTO parcours.dropoff_versions (journey_id, profile_id, kind, anchor_event_id, "
             "deadline, followup_id, version, retracted) VALUES "
@@ -172,13 +173,20 @@ def test_006_refuses_touchpoints_without_an_event_id_and_keeps_existing_rows(
             "kafka_offset": 1,
         }
         backend.insert("touchpoints", [row])
-        assert migrate(backend) == [6]
+        assert migrate(backend) == [6, 7, 8]
+        # 007 renames the table to touchpoint_versions: the rule goes with it.
         with pytest.raises(RowsRefused, match="event_id_present") as refused:
-            backend.insert("touchpoints", [row | {"event_id": "e2"}, row | {"event_id": ""}])
+            backend.insert(
+                "touchpoint_versions", [row | {"event_id": "e2"}, row | {"event_id": ""}]
+            )
         assert refused.value.context["code"] == 469
-        backend.insert("touchpoints", [row | {"event_id": "e2"}])
+        backend.insert("touchpoint_versions", [row | {"event_id": "e2"}])
         rows = rows_of(backend.query("SELECT event_id FROM parcours.touchpoints ORDER BY event_id"))
         assert rows == [{"event_id": "e1"}, {"event_id": "e2"}]
+    finally:
+        backend.close()
+
+
 OLD_ROWS = (
     # e1 placed twice: a merge moved it from profile p-old to p1 (version 2 wins).
     "INSERT INTO parcours.touchpoints (event_id, profile_id, journey_id, channel, action, "
@@ -256,7 +264,7 @@ def test_a_005_database_with_rows_gives_the_same_current_truth_under_the_contrac
             for name, sql in CURRENT_TRUTH.items()
         }
 
-        assert migrate(backend) == [7]
+        assert migrate(backend) == [7, 8]
         assert migrate(backend) == []
 
         after = {
@@ -295,5 +303,38 @@ def test_a_005_database_with_rows_gives_the_same_current_truth_under_the_contrac
         assert not {name for name in tables if name.endswith("_current")}
         # Bare names resolve in the configured database.
         assert rows_of(backend.query("SELECT count() AS n FROM pivots")) == [{"n": 1}]
+    finally:
+        backend.close()
+
+
+def test_a_005_database_gets_the_profile_read_model_of_its_rows(tmp_path: Path) -> None:
+    """008 copies what was written before it into the profile-keyed tables, so the profile API
+    answers for customers seen before the upgrade."""
+    backend = ChdbBackend(tmp_path / "clickhouse", "parcours")
+    try:
+        _apply_until(backend, 5)
+        backend.command(
+            "INSERT INTO parcours.touchpoints (event_id, profile_id, journey_id, channel, action, "
+            "occurred_at, routing_key, identities, produced_at, kafka_partition, kafka_offset, "
+            "version) VALUES ('e1', 'p1', 'j1', 'chatbot', 'chatbot_fallback', "
+            "'2026-11-02 10:00:00', 'crm_id:C1', map('crm_id', 'C1'), now64(3), 0, 0, 1)"
+        )
+        backend.command(
+            "INSERT INTO parcours.journeys (journey_id, profile_id, started_at, last_at, status, "
+            "channels, touchpoints, pivots, version) VALUES ('j1', 'p1', '2026-11-02 10:00:00', "
+            "'2026-11-02 10:00:00', 'open', ['chatbot'], 1, 0, 1)"
+        )
+        backend.command(
+            "INSERT INTO parcours.followups (followup_id, profile_id, kind, status, reason, "
+            "send_at, version) VALUES ('f1', 'p1', 'abandoned_contact', 'scheduled', '', "
+            "'2026-11-03 10:00:00', 1)"
+        )
+        assert migrate(backend) == [6, 7, 8]
+        profile = read_profile(backend, "crm_id", "C1")
+        assert profile is not None and profile["profile_id"] == "p1"
+        assert [e["event_id"] for e in profile["recent"]] == ["e1"]
+        assert [f["action"] for f in profile["failures"]] == ["chatbot_fallback"]
+        assert [j["journey_id"] for j in profile["journeys"]] == ["j1"]
+        assert [(f["followup_id"], f["pending"]) for f in profile["followups"]] == [("f1", False)]
     finally:
         backend.close()

@@ -7,6 +7,7 @@ import os
 import random
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -140,6 +141,11 @@ def test_up_then_sql_then_down_leaves_nothing_running(tmp_path: Path) -> None:
     assert started.returncode == 0, started.stderr
     info = json.loads(started.stdout.strip().splitlines()[-1])
     assert info["kafka_bootstrap"].startswith("127.0.0.1:")
+    # The HTTP collector runs with it, at the address it printed and wrote.
+    collector = json.loads((data_dir / "collector.json").read_text())
+    assert collector["url"] == info["collector"]
+    with urllib.request.urlopen(f"{collector['url']}/healthz", timeout=10) as health:
+        assert json.loads(health.read())["status"] == "ok"
     try:
         answered = _parcours(
             "sql",
@@ -160,3 +166,6 @@ def test_up_then_sql_then_down_leaves_nothing_running(tmp_path: Path) -> None:
     assert stopped.stdout.strip() == "stopped"
     leftover = subprocess.run(["pgrep", "-f", str(data_dir)], capture_output=True, text=True)
     assert leftover.stdout == ""
+    assert not (data_dir / "collector.json").exists()
+    with pytest.raises(ProcessLookupError):
+        os.kill(collector["pid"], 0)

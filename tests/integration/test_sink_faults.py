@@ -193,7 +193,7 @@ def test_a_row_clickhouse_refuses_is_dead_lettered_and_the_rest_written(
 ) -> None:
     run = uuid.uuid4().hex[:8]
     ids = _ids(run, 40)
-    ids.insert(17, "")  # breaks the touchpoints' CHECK event_id != '' (sinks/ddl/006_constraints.sql)
+    ids.insert(17, "")  # breaks the CHECK event_id != '' (sinks/ddl/006_constraints.sql)
     sent = produce(own_settings, ids)
     sink = Sink(own_settings, clickhouse)
     with running(sink):

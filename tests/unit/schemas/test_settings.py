@@ -69,3 +69,22 @@ def test_settings_env_recreates_the_settings(monkeypatch: pytest.MonkeyPatch) ->
 def test_the_guard_follows_the_settings() -> None:
     guard = load_settings(max_event_bytes=4096, pii_policy="reject").guard
     assert (guard.max_event_bytes, guard.pii_policy) == (4096, "reject")
+
+
+def test_collector_keys_map_each_key_to_its_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARCOURS_COLLECTOR_KEYS", "web:k-web, store-tills:k-pos")
+    monkeypatch.setenv("PARCOURS_PROFILE_KEYS", "agent-1,agent-2")
+    settings = load_settings()
+    assert settings.write_keys == {"k-web": "web", "k-pos": "store-tills"}
+    assert settings.read_keys == {"agent-1", "agent-2"}
+    assert "k-web" not in repr(settings)  # a secret
+
+
+@pytest.mark.parametrize(
+    "value, problem",
+    [("web", "entry 1 is not source:key"), ("web:a,pos:a", "entry 2 repeats the key")],
+)
+def test_bad_collector_keys_are_named_without_the_key(value: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=f"PARCOURS_COLLECTOR_KEYS: .*{problem}") as caught:
+        load_settings(collector_keys=value)
+    assert ":a" not in str(caught.value)
