@@ -51,7 +51,7 @@ FROM {db}.touchpoint_versions
 WHERE profile_id != '';
 
 -- A customer's journeys and follow-ups, the same way: keyed by profile, every version kept; the
--- readers apply the *_current views' rules (highest version; no superseded journey, no retracted
+-- readers apply the contract views' rules (highest version; no superseded journey, no retracted
 -- follow-up). A journey or follow-up a merge moved keeps a stale row under the loser.
 CREATE TABLE IF NOT EXISTS {db}.profile_journeys
 (

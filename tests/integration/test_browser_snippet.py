@@ -112,7 +112,7 @@ def test_a_page_with_the_snippet_sends_events_that_land_in_clickhouse(
     rows = eventually(
         lambda: query(
             reader,
-            "SELECT action, channel, source, identities, cart_id FROM {db}.touchpoints_current "
+            "SELECT action, channel, source, identities, cart_id FROM {db}.touchpoints "
             f"WHERE attributes['run'] = '{run}' ORDER BY event_id",
         ),
         lambda rows: len(rows) == 3,
