@@ -20,6 +20,8 @@ MIGRATIONS = (
     (3, "detections"),
     (4, "kpis"),
     (5, "retractions"),
+    (6, "constraints"),
+    (7, "current_truth"),
 )
 
 
