@@ -90,17 +90,6 @@ class Settings(BaseSettings):
         3.0, gt=0, description="Low on Tansu: its group join waits for the full rebalance timeout."
     )
     session_timeout_seconds: float = Field(6.0, gt=0)
-    producer_linger_ms: int = Field(
-        5,
-        ge=0,
-        description="How long a worker's producer waits to fill a batch: fewer, larger requests.",
-    )
-    standby_replicas: int = Field(
-        0,
-        ge=0,
-        description="Standby copies of each table partition a worker keeps (faster failover, "
-        "at the cost of reading every changelog again).",
-    )
     allowed_lateness_seconds: float = Field(
         600.0, ge=0, description="Events this far behind the watermark still count as on time."
     )

@@ -68,8 +68,6 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
         broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=max(0.5, settings.session_timeout_seconds / 6),
         broker_commit_interval=timedelta(seconds=1),
-        producer_linger=settings.producer_linger_ms / 1000,
-        table_standby_replicas=settings.standby_replicas,
     )
     if not settings.kafka_sasl_mechanism:  # the check reads with a plain client
         trust_no_end_offsets(settings.kafka_bootstrap)
