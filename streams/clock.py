@@ -5,8 +5,9 @@ A stage's watermark is the minimum of its inputs' watermarks, as in Flink, so no
 which partition ran ahead. In live mode an input that has been silent for ``idle_ms`` of wall
 clock stops holding time back: it is left out of the minimum (Flink's idleness); when every input
 is silent, time follows the wall clock minus the allowed lateness. While a replay is open (its
-begin marker seen, its end not yet reached) no input is ever idle: a replay's results never depend
-on the wall clock.
+begin marker seen, its end not yet reached) no input is ever idle, and once it has ended time stays
+at the run's end until an input carries an event again: a replay's results never depend on the
+wall clock, however long its stack stays up afterwards.
 
 The identity and journey stages talk to themselves (links, transfers, forwarded events), so their
 inputs' watermark is not enough: work caused by an old event may still be in flight between their
@@ -53,17 +54,25 @@ class Watermarks:
         self.finished_at: int | None = None
         self.replays: set[str] = set()
         """Replays open on the inputs: while there is one, no input counts as idle."""
+        self.settled = False
+        """A replay ended and no input has carried anything since: time stays where it ended."""
 
     def observe(self, source: int, watermark: int) -> None:
+        self._mark(source, watermark)
+        self.settled = False
+
+    def _mark(self, source: int, watermark: int) -> None:
         self.marks[source] = max(watermark, self.marks.get(source, watermark))
         self.heard[source] = self.wall_ms()
 
     def finish(self, watermark: int) -> None:
-        """End of a replay: every input has reached ``watermark``."""
+        """End of a replay: every input has reached ``watermark``, and stays there until one
+        speaks again (the silence after a replay is not live idleness)."""
         for source in range(self.inputs):
-            self.observe(source, watermark)
+            self._mark(source, watermark)
         self.floor = watermark if self.floor is None else max(self.floor, watermark)
         self.finished_at = self.floor
+        self.settled = True
 
     @property
     def finished(self) -> bool:
@@ -71,6 +80,8 @@ class Watermarks:
         return self.finished_at is not None and self.floor == self.finished_at
 
     def current(self) -> int | None:
+        if self.settled:
+            return self.floor
         now = self.wall_ms()
         active = [
             source

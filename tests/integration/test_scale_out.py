@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,8 @@ def test_the_reference_day_has_merges_warnings_and_cross_channel_journeys(
     assert any(p["failure_driven"] for p in one_by_one["pivots"])
     assert {d["kind"] for d in one_by_one["dropoffs"]} >= {"abandoned_cart", "abandoned_checkout"}
     assert {f["status"] for f in one_by_one["followups"]} >= {"scheduled", "suppressed"}
+    # One day of events, journeys expire after 7 days: only the wall clock could expire one.
+    assert {j["status"] for j in one_by_one["journeys"]} == {"open", "converted"}
 
 
 def test_a_cart_bought_in_a_store_before_its_deadline_is_never_abandoned(
@@ -237,3 +240,36 @@ def test_in_live_mode_silent_inputs_do_not_hold_time_back(tmp_path: Path) -> Non
             timeout=90,
         )
     assert rows == [{"status": "expired", "touchpoints": 1}]
+
+
+def test_after_a_replay_its_silence_is_not_live_idleness(tmp_path: Path) -> None:
+    """A replay's stack may stay up long after its end (a report, a slow sink): its historical
+    journeys must not expire by the wall clock meanwhile. The first live event starts time again,
+    and then they expire as in live mode."""
+    settings = isolated_settings(
+        tmp_path, "settled", partitions=1, workers=1, watermark_idle_seconds=1
+    )
+    day = tmp_path / "history.jsonl"
+    day.write_text(
+        json.dumps(touchpoint(event_id="old-1", occurred_at="2026-06-01T10:00:00+00:00")) + "\n"
+    )
+    with embedded_stack(settings) as stack:
+        reader = open_reader(stack.settings)
+        replay(stack.settings, day, reader=reader, check=stack.check, timeout=120)
+        statuses = "SELECT status FROM {db}.journeys"
+        assert [r["status"] for r in query(reader, statuses)] == ["open"]
+        # Many idle periods and watermark steps of wall clock: time must stay at the run's end.
+        hold_until = time.monotonic() + 15
+        while time.monotonic() < hold_until:
+            assert [r["status"] for r in query(reader, statuses)] == ["open"]
+            time.sleep(0.5)
+        with TouchpointProducer(stack.settings) as producer:
+            now = datetime.now(UTC).isoformat()
+            producer.send(
+                touchpoint(event_id="live-1", occurred_at=now, identities={"anonymous_id": "ck-2"})
+            )
+        eventually(
+            lambda: sorted(r["status"] for r in query(reader, statuses)),
+            lambda seen: seen == ["expired", "open"],
+            timeout=90,
+        )

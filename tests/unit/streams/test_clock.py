@@ -71,6 +71,30 @@ def test_finish_moves_every_input_to_the_end_of_the_file() -> None:
     assert w.current() == 7_000
 
 
+def test_after_a_replay_ends_silence_does_not_move_time_to_the_wall_clock() -> None:
+    """The stack of a finished replay may stay up for minutes (reports, a slow sink): its
+    journeys must not expire by the wall clock meanwhile."""
+    wall = Wall()
+    w = marks(2, wall)
+    w.observe(0, 5_000)
+    w.observe(1, 6_000)
+    w.finish(7_000)
+    wall.now += 3_600_000
+    assert w.current() == 7_000
+    assert w.finished
+
+
+def test_once_an_input_speaks_after_a_replay_live_idleness_applies_again() -> None:
+    wall = Wall()
+    w = marks(2, wall)
+    w.finish(7_000)
+    wall.now += 60_000
+    w.observe(0, wall.now)
+    assert w.current() == wall.now  # input 1 has been silent since the end of the run
+    wall.now += 900_000
+    assert w.current() == wall.now - 600_000  # both silent: the wall clock again
+
+
 def run_rounds(tasks: int, chatter: dict[int, int]) -> tuple[list[str], int]:
     """Simulate ``tasks`` tasks; task t has ``chatter[t]`` messages left to pass on per round."""
     ends = [EndOfRun(t, tasks) for t in range(tasks)]
