@@ -185,8 +185,18 @@ class Stage:
                 wall_ms=wall_ms,
             )
             clock.replays = set(self.control.get(f"{self.name}-replays:{partition}") or ())
+            settled = self.control.get(f"{self.name}-settled:{partition}")
+            if settled is not None:  # a replay ended here and nothing came since, before a restart
+                clock.finish(settled["watermark"])
             self.clocks[partition] = clock
         return self.clocks[partition]
+
+    def observe(self, partition: int, source: int, watermark: int) -> None:
+        """Input ``source`` of this task has reached ``watermark`` (event time moves on)."""
+        clock = self.clock(partition)
+        if clock.settled:
+            self.control.pop(f"{self.name}-settled:{partition}", None)
+        clock.observe(source, watermark)
 
     def replays(self, partition: int, run_id: str, *, open_: bool) -> None:
         """A replay began (or ended) on the inputs: no input is idle while one is open."""
@@ -220,8 +230,8 @@ class Stage:
         if self.newly_handled(source.partition):
             await self.take_over(source.partition)
         if kind == "Watermark":
-            self.clock(source.partition).observe(
-                record["source_partition"], epoch_ms(record["watermark"]) or 0
+            self.observe(
+                source.partition, record["source_partition"], epoch_ms(record["watermark"]) or 0
             )
             await self.pass_watermark(source.partition)
         elif kind == "Tick":
@@ -359,6 +369,10 @@ class Stage:
         """The run is over for this task: its watermark jumps to the run's; tell the next stage."""
         self.replays(partition, run_id, open_=False)
         self.clock(partition).finish(watermark or 0)
+        # Kept so that a worker restarted after the run does not take the silence for idleness.
+        self.control[f"{self.name}-settled:{partition}"] = {
+            "watermark": self.clock(partition).floor
+        }
         await self.on_finished(partition)
         marker = {
             "run_id": run_id,
@@ -399,7 +413,7 @@ class IngestStage(Stage):
         if isinstance(outcome, Forward):
             await self.out.send_raw(self.output_topic, outcome.value, key=outcome.key.decode())
             EVENTS_OUT.labels(self.name).inc()
-            self.clock(source.partition).observe(source.partition, outcome.occurred_at)
+            self.observe(source.partition, source.partition, outcome.occurred_at)
             await self.pass_watermark(source.partition)
         elif isinstance(outcome, DeadLetter):
             log.warning("dead-lettered %s[%d]@%d: %s", *_where(source), outcome.reason)
