@@ -104,6 +104,15 @@ class Story:
         assert (result.accepted, result.rejected) == (len(self.events), 0)
         return result
 
+    def send_later(self, stack: Stack, reader: Backend, *event_ids: str) -> ReplayResult:
+        """A later file with only these events of the story."""
+        events = [e for e in self.events if e["event_id"] in event_ids]
+        path = self.path.with_suffix(".later.jsonl")
+        path.write_text("".join(json.dumps(e) + "\n" for e in events))
+        result = replay(stack.settings, path, reader=reader, timeout=120)
+        assert (result.accepted, result.rejected) == (len(events), 0)
+        return result
+
     def like(self) -> str:
         return f"'{self.tag}-%'"
 
@@ -315,3 +324,41 @@ def test_a_second_cart_within_24h_is_capped_and_a_purchase_after_the_followup_re
     dropoffs = _dropoffs(reader, story)
     assert (dropoffs[first]["recovered"], dropoffs[first]["recovered_value"]) == (True, 120.0)
     assert dropoffs[second]["recovered"] is False
+
+
+def test_a_login_beyond_the_allowed_lateness_retracts_the_carts_dropoff_and_cancels_its_followup(
+    detect_stack: Stack, reader: Backend, tmp_path: Path
+) -> None:
+    """Convergence: the anonymous web cart fired on its own profile; a login that links it to the
+    customer who bought in the store before the deadline comes in a later replay, far behind the
+    watermark. The tables end as if the login had come in time."""
+    story = Story()
+    anonymous = {"anonymous_id": f"ck-{story.tag}"}
+    attributes = {"consent_channel": "email", "consent_granted": "true"}
+    story.add(0.0, "ann", "web", "consent_updated", identities=anonymous, attributes=attributes)
+    cart = story.cart(1.0, "ann", identities=anonymous)
+    story.purchase(1.5, "ann")  # the crm id, in a store, before the deadline (2.0)
+    story.replay(detect_stack, reader, tmp_path, until_hours=6.0)
+    assert _followups(reader, story)[cart]["status"] == "scheduled"
+    assert list(_dropoffs(reader, story)) == [cart]
+
+    login = {"anonymous_id": f"ck-{story.tag}", "crm_id": f"crm-{story.tag}-ann"}
+    late = story.add(1.1, "ann", "web", "login", identities=login)
+    second = story.send_later(detect_stack, reader, late)
+
+    assert _dropoffs(reader, story) == {}
+    assert _followups(reader, story) == {}  # the contract's view leaves retracted ones out
+    versions = _rows(
+        reader,
+        "SELECT status, reason FROM {db}.followup_versions FINAL "
+        f"WHERE anchor_event_id = '{cart}'",
+    )
+    assert versions == [{"status": "cancelled", "reason": "retracted"}]
+    cancelled = [m for m in _on_topics(detect_stack, second, story) if m["anchor_event_id"] == cart]
+    # Messaging services got the schedule (first replay), then its cancellation.
+    assert sorted((m["status"], m["reason"] or "") for m in cancelled) == [
+        ("cancelled", "retracted"),
+        ("scheduled", ""),
+    ]
+    flagged = _rows(reader, f"SELECT late FROM {{db}}.touchpoints WHERE event_id = '{late}'")
+    assert flagged == [{"late": True}]
