@@ -72,6 +72,7 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
     if not settings.kafka_sasl_mechanism:  # the check reads with a plain client
         trust_no_end_offsets(settings.kafka_bootstrap)
     _wire(app, settings)
+    _reread_kept_partitions(app)
     _report_assignments(app, settings)
     _observe(app, settings, health or Health(settings.liveness_seconds))
     return app
@@ -92,6 +93,38 @@ def _report_assignments(app: faust.App, settings: Settings) -> None:
         path.write_text(json.dumps({"partitions": partitions}))
 
     app.on_rebalance_complete.connect(write)  # type: ignore[arg-type]  # async receivers are fine
+
+
+def _reread_kept_partitions(app: faust.App) -> None:
+    """After a rebalance, read every stream partition again from its committed offset, and hand
+    nothing to the agents before faust has sought there.
+
+    A rebalance revokes every partition, also those this worker keeps, and faust 0.15 then loses
+    messages of kept partitions in two ways (transport/consumer.py, tables/recovery.py):
+    - its fetch loop, woken by the revoke, records the offset of the message it was handing to an
+      agent after the read offsets were forgotten, while the agents' buffers holding the messages
+      before it are cleared; the broker restarts the partition at the committed offset and faust
+      drops everything below that stale read offset as already read;
+    - at the end of recovery it resumes the stream partitions, seeks them to their committed
+      offsets, then clears the agents' buffers and resumes the flow. Messages fetched between the
+      resume and the seek are handed to the agents, counted as read (the seek's rewind turns them
+      into a "gap", which counts as acknowledged) and then cleared unprocessed.
+    So the read offsets are forgotten once partitions are assigned, and the flow is stopped when
+    recovery completes (faust resumes it itself after the seek). At worst a message is processed
+    twice, which the stages absorb (a duplicate changes nothing)."""
+
+    async def forget(sender: Any, assigned: Any = None, *args: Any, **kwargs: Any) -> None:
+        consumer: Any = app.consumer  # faust keeps the offsets it read in a private map
+        changelogs = app.tables.changelog_topics
+        for tp in assigned or ():
+            if tp.topic not in changelogs:
+                consumer._read_offset.pop(tp, None)
+
+    async def hold(sender: Any, *args: Any, **kwargs: Any) -> None:
+        app.consumer.stop_flow()
+
+    app.on_partitions_assigned.connect(forget)  # type: ignore[arg-type]  # async receivers are fine
+    app.on_rebalance_complete.connect(hold)  # type: ignore[arg-type]
 
 
 LAG_EVERY_SECONDS = 5.0
@@ -125,8 +158,10 @@ def _observe(app: faust.App, settings: Settings, health: Health) -> None:
                 continue
             read = consumer._read_offset.get(tp)
             position = read + 1 if read is not None else consumer._committed_offset.get(tp)
-            if position is not None:
-                behind = max(0, consumer.highwater(tp) - position)
+            # Neither is known for a partition just assigned (nothing fetched yet): no figure.
+            highwater = consumer.highwater(tp)
+            if position is not None and highwater is not None:
+                behind = max(0, highwater - position)
                 CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(behind)
 
     app.timer(interval=LAG_EVERY_SECONDS)(lag)

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from parcours.deploy.generate import ANONYMOUS_CART_PREFIX, generate, write_jsonl
 from parcours.deploy.replay import ReplayResult, replay
-from parcours.deploy.stack import embedded_stack
+from parcours.deploy.stack import Stack, embedded_stack
 from parcours.schemas.producer import TouchpointProducer
 from parcours.sinks.backend import Backend
 from parcours.sinks.client import open_reader
@@ -148,42 +148,59 @@ def _snapshot(reader: Backend) -> dict[str, list[dict[str, Any]]]:
     return {name: query(reader, sql) for name, sql in SNAPSHOT.items()}
 
 
+def _replay_and_kill(stack: Stack, day: Path, *, successor: bool) -> dict[str, list[Any]]:
+    """Replay the day; once a tenth of it is in ClickHouse, SIGKILL the first worker (and start
+    a new one if ``successor``); return the snapshot after the replay completed."""
+    reader = open_reader(stack.settings)
+    results: list[ReplayResult | BaseException] = []
+
+    def run_replay() -> None:
+        try:
+            results.append(
+                replay(stack.settings, day, reader=reader, check=stack.check, timeout=300)
+            )
+        except BaseException as exc:  # handed to the test thread
+            results.append(exc)
+
+    thread = threading.Thread(target=run_replay)
+    thread.start()
+    eventually(
+        lambda: query(reader, "SELECT count() AS n FROM {db}.touchpoints")[0]["n"],
+        lambda n: n >= EVENTS // 10 or not thread.is_alive(),
+        timeout=120,
+    )
+    victim, others = stack.workers[0], stack.workers[1:]
+    os.kill(victim.pid, signal.SIGKILL)
+    assert thread.is_alive(), "the replay finished before the kill: the test proves nothing"
+    carrying_on = [*others, stack.start_worker()] if successor else others
+    thread.join(timeout=300)
+    assert results and isinstance(results[0], ReplayResult), results
+    assert not victim.alive() and all(worker.alive() for worker in carrying_on)
+    return _snapshot(reader)
+
+
 def test_a_worker_killed_mid_replay_changes_nothing(
     day: Path, one_by_one: dict[str, Any], tmp_path: Path
 ) -> None:
-    """The worker is SIGKILLed mid-replay and a new one takes over: it restores the tables from
-    their changelogs, carries on from the committed offsets and publishes again what the dead
-    one may not have. (A survivor that keeps some of its partitions through the rebalance is
-    not tested: faust drops what it had prefetched for them and does not always read it again;
-    see "Known limit" in the README.)"""
+    """The only worker is SIGKILLed mid-replay and a new one takes over: it restores the tables
+    from their changelogs, carries on from the committed offsets and publishes again what the
+    dead one may not have."""
     settings = isolated_settings(tmp_path, "kill", partitions=4, workers=1)
     with embedded_stack(settings) as stack:
-        reader = open_reader(stack.settings)
-        results: list[ReplayResult | BaseException] = []
+        survived = _replay_and_kill(stack, day, successor=True)
+    for table in SNAPSHOT:
+        assert survived[table] == one_by_one[table], f"{table} differ"
 
-        def run_replay() -> None:
-            try:
-                results.append(
-                    replay(stack.settings, day, reader=reader, check=stack.check, timeout=300)
-                )
-            except BaseException as exc:  # handed to the test thread
-                results.append(exc)
 
-        thread = threading.Thread(target=run_replay)
-        thread.start()
-        eventually(
-            lambda: query(reader, "SELECT count() AS n FROM {db}.touchpoints")[0]["n"],
-            lambda n: n >= EVENTS // 10 or not thread.is_alive(),
-            timeout=120,
-        )
-        victim = stack.workers[0]
-        os.kill(victim.pid, signal.SIGKILL)
-        assert thread.is_alive(), "the replay finished before the kill: the test proves nothing"
-        successor = stack.start_worker()
-        thread.join(timeout=300)
-        assert results and isinstance(results[0], ReplayResult), results
-        assert not victim.alive() and successor.alive()
-        survived = _snapshot(reader)
+def test_one_of_two_workers_killed_mid_replay_changes_nothing(
+    day: Path, one_by_one: dict[str, Any], tmp_path: Path
+) -> None:
+    """Two workers share four partitions and one is SIGKILLed mid-replay: the survivor takes the
+    dead one's partitions over and keeps its own through the rebalance, where faust used to drop
+    what it had fetched for them (streams/app.py, ``_reread_kept_partitions``)."""
+    settings = isolated_settings(tmp_path, "kill2", partitions=4, workers=2)
+    with embedded_stack(settings) as stack:
+        survived = _replay_and_kill(stack, day, successor=False)
     for table in SNAPSHOT:
         assert survived[table] == one_by_one[table], f"{table} differ"
 
