@@ -148,9 +148,18 @@ def _snapshot(reader: Backend) -> dict[str, list[dict[str, Any]]]:
     return {name: query(reader, sql) for name, sql in SNAPSHOT.items()}
 
 
-def _replay_and_kill(stack: Stack, day: Path, *, successor: bool) -> dict[str, list[Any]]:
-    """Replay the day; once a tenth of it is in ClickHouse, SIGKILL the first worker (and start
-    a new one if ``successor``); return the snapshot after the replay completed."""
+def _replay_and_kill(
+    day: Path, data_dir: Path, *, workers: int, successor: bool
+) -> dict[str, list[Any]]:
+    """Replay the day on 4 partitions and ``workers`` workers; once a tenth of it is in
+    ClickHouse, SIGKILL the first worker (and start a new one if ``successor``); return the
+    snapshot after the replay completed."""
+    settings = isolated_settings(data_dir, f"kill{workers}", partitions=4, workers=workers)
+    with embedded_stack(settings) as stack:
+        return _kill_mid_replay(stack, day, successor=successor)
+
+
+def _kill_mid_replay(stack: Stack, day: Path, *, successor: bool) -> dict[str, list[Any]]:
     reader = open_reader(stack.settings)
     results: list[ReplayResult | BaseException] = []
 
@@ -185,9 +194,7 @@ def test_a_worker_killed_mid_replay_changes_nothing(
     """The only worker is SIGKILLed mid-replay and a new one takes over: it restores the tables
     from their changelogs, carries on from the committed offsets and publishes again what the
     dead one may not have."""
-    settings = isolated_settings(tmp_path, "kill", partitions=4, workers=1)
-    with embedded_stack(settings) as stack:
-        survived = _replay_and_kill(stack, day, successor=True)
+    survived = _replay_and_kill(day, tmp_path, workers=1, successor=True)
     for table in SNAPSHOT:
         assert survived[table] == one_by_one[table], f"{table} differ"
 
@@ -198,9 +205,7 @@ def test_one_of_two_workers_killed_mid_replay_changes_nothing(
     """Two workers share four partitions and one is SIGKILLed mid-replay: the survivor takes the
     dead one's partitions over and keeps its own through the rebalance, where faust used to drop
     what it had fetched for them (streams/app.py, ``_reread_kept_partitions``)."""
-    settings = isolated_settings(tmp_path, "kill2", partitions=4, workers=2)
-    with embedded_stack(settings) as stack:
-        survived = _replay_and_kill(stack, day, successor=False)
+    survived = _replay_and_kill(day, tmp_path, workers=2, successor=False)
     for table in SNAPSHOT:
         assert survived[table] == one_by_one[table], f"{table} differ"
 
