@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 EVENTS ?= 20000
+CUSTOMERS ?= 10000
 TOUCHPOINTS ?= 1000000
 STAMP  := $(VENV)/.installed
 
@@ -54,8 +55,8 @@ format: $(STAMP) ## Rewrite the code to the house style
 bench-queries: $(STAMP) ## Time the analyst query library on generated rows (TOUCHPOINTS=N, default 1M)
 	$(BIN)/parcours bench-queries --touchpoints $(TOUCHPOINTS)
 
-bench: $(STAMP) ## Measure the core and the pipeline end to end (EVENTS=N)
-	$(BIN)/parcours bench --events $(EVENTS)
+bench: $(STAMP) ## Marginal rate, CPU µs/event per process, paced latency (CUSTOMERS=N, default 10000)
+	$(BIN)/parcours bench --customers $(CUSTOMERS)
 
 clean: ## Remove the venv and local data
 	rm -rf $(VENV) .parcours test-artifacts

@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer
-from parcours.deploy.generate import generate, write_jsonl
+from parcours.deploy.bench_stack import (
+    EVENTS_PER_CUSTOMER,
+    day_file,
+    marginal,
+    measured_replay,
+    paced_latency,
+)
+from parcours.deploy.generate import generate
 from parcours.deploy.replay import replay
 from parcours.deploy.stack import embedded_stack
 from parcours.schemas import topics
@@ -24,7 +31,6 @@ from parcours.schemas.producer import TouchpointProducer, codec_for
 from parcours.schemas.records import Source
 from parcours.schemas.sdk import parse_touchpoint
 from parcours.schemas.settings import Settings
-from parcours.sinks.backend import rows_of
 from parcours.sinks.client import open_reader
 from parcours.streams.facts import facts_of
 from parcours.streams.identity import IdentityGraph, profile_id, usable_identities
@@ -118,17 +124,23 @@ def _count(counter: Counter[str], out: Outputs) -> None:
 
 
 def bench_pipeline(
-    settings: Settings, events: int, partitions: int, workers: int
+    settings: Settings,
+    customers: int,
+    partitions: int,
+    workers: int,
+    paced_rate: float | None,
+    paced_seconds: float,
 ) -> dict[str, Any]:
-    """A warm-up run (so consumer-group joins are not measured), then ``events`` as one burst."""
+    """On one warm stack (a small warm-up first, so consumer-group joins are not measured): a day
+    of ``customers // 4`` customers, one of ``customers``, and the marginal rate between them;
+    then a steady paced run (by default at half that rate) for the latency."""
     with tempfile.TemporaryDirectory(prefix="parcours-bench-") as tmp:
-        warmup, measured = Path(tmp) / "warmup.jsonl", Path(tmp) / "bench.jsonl"
-        with open(warmup, "w") as handle:
-            write_jsonl(generate(500, seed=12), handle)
-        with open(measured, "w") as handle:
-            write_jsonl(generate(events, seed=13), handle)
+        directory = Path(tmp)
+        warmup = day_file(directory, 150, seed=12)
+        small_day = day_file(directory, max(100, customers // 4), seed=13)
+        big_day = day_file(directory, customers, seed=14)
         isolated = {
-            "data_dir": Path(tmp) / "data",
+            "data_dir": directory / "data",
             "clickhouse_url": None,
             "kafka_bootstrap": None,
             "partitions": partitions,
@@ -136,34 +148,37 @@ def bench_pipeline(
         with embedded_stack(settings.model_copy(update=isolated), workers=workers) as stack:
             reader = open_reader(stack.settings)
             replay(stack.settings, warmup, reader=reader, check=stack.check)
-            result = replay(stack.settings, measured, reader=reader, check=stack.check)
-            latency = rows_of(
-                reader.query(
-                    # First placement of each event: later versions are re-stitches, not latency.
-                    "SELECT quantilesExact(0.5, 0.95, 0.99)(ms) AS q FROM ("
-                    "SELECT dateDiff('millisecond', any(produced_at), min(ingested_at)) AS ms "
-                    f"FROM {reader.database}.touchpoints WHERE event_id LIKE 'ev-13-%' "
-                    "GROUP BY event_id)"
-                )
-            )[0]["q"]
+            small = measured_replay(stack, reader, small_day)
+            big = measured_replay(stack, reader, big_day)
+            rate = marginal(small, big)
+            pace = paced_rate or max(50.0, (rate["events_per_second"] or 100) / 2)
+            paced = paced_latency(stack, reader, pace, paced_seconds)
     return {
-        "events": result.accepted,
         "partitions": partitions,
         "workers": workers,
-        "seconds": round(result.seconds, 2),
-        "events_per_second": round(result.accepted / result.seconds),
-        "produce_events_per_second": round(result.accepted / result.produce_seconds),
-        # A burst: every event is produced at once, so this includes queueing behind the backlog.
-        "burst_latency_ms": {"p50": latency[0], "p95": latency[1], "p99": latency[2]},
+        "small_day": {"customers": max(100, customers // 4)} | small,
+        "big_day": {"customers": customers} | big,
+        "marginal": rate,
+        "paced": paced,
     }
 
 
-def run_bench(settings: Settings, events: int, partitions: int, workers: int) -> dict[str, Any]:
+def run_bench(
+    settings: Settings,
+    customers: int,
+    partitions: int,
+    workers: int,
+    paced_rate: float | None = None,
+    paced_seconds: float = 60.0,
+) -> dict[str, Any]:
+    core_events = min(50_000, round(customers * EVENTS_PER_CUSTOMER))
     return {
         "machine": machine(),
-        "ingest_core": bench_core(min(events, 50_000)),
-        "journey_core": bench_stitching(min(events, 50_000)),
-        "end_to_end": bench_pipeline(settings, events, partitions, workers),
+        "ingest_core": bench_core(core_events),
+        "journey_core": bench_stitching(core_events),
+        "end_to_end": bench_pipeline(
+            settings, customers, partitions, workers, paced_rate, paced_seconds
+        ),
         "followup_latency": bench_followup_latency(settings, partitions, workers),
     }
 
@@ -277,3 +292,24 @@ def _trickle(producer: TouchpointProducer, stop: threading.Event) -> None:
             }
         )
         stop.wait(0.05)
+
+
+def summary(figures: dict[str, Any]) -> list[str]:
+    """The figures a reader looks for first, one per line."""
+    box, e2e = figures["machine"], figures["end_to_end"]
+    big, paced = e2e["big_day"], e2e["paced"]
+    cpu = ", ".join(f"{name} {us:,.0f}" for name, us in big["cpu_us_per_event"].items())
+    latency = ", ".join(f"{q} {ms:,} ms" for q, ms in paced["produce_to_visible_ms"].items())
+    return [
+        f"machine: {box['cpu']}, {box['cores']} cores, Python {box['python']}",
+        f"pure core: ingest {figures['ingest_core']['microseconds_per_event']} µs/event, "
+        f"identity + journey {figures['journey_core']['microseconds_per_event']} µs/event",
+        f"end to end ({e2e['partitions']} partitions, {e2e['workers']} worker(s)): "
+        f"{e2e['small_day']['events_per_second']:,} events/s at {e2e['small_day']['customers']:,} "
+        f"customers, {big['events_per_second']:,} at {big['customers']:,}; "
+        f"marginal {e2e['marginal']['events_per_second']:,} events/s",
+        f"CPU µs/event over the big day: {cpu} (total {big['cpu_us_per_event_total']:,})",
+        f"Kafka records per event: {big['records_per_event_total']} "
+        f"({', '.join(f'{t} {n}' for t, n in big['records_per_event'].items())})",
+        f"paced at {paced['produced_events_per_second']:,} events/s: produce → visible {latency}",
+    ]
