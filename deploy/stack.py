@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import time
@@ -100,13 +101,19 @@ class Stack:
     def workers(self) -> list[Child]:
         return [c for c in self.children if c.name.startswith("worker")]
 
-    def start_worker(self) -> Child:
+    def start_worker(self, slot: int | None = None) -> Child:
+        """Start a worker; with RocksDB it keeps its tables in the directory of ``slot`` (by
+        default a slot of its own), so a worker started again in a slot reopens them."""
         index = len(self.workers)
+        settings = self.settings
+        if settings.state_store == "rocksdb://" and settings.state_dir is None:
+            state_dir = worker_state_dir(settings.data_dir, index if slot is None else slot)
+            settings = settings.model_copy(update={"state_dir": state_dir})
         worker = Child(
             f"worker-{index}",
             parcours_argv("worker", "--parent-pid", str(os.getpid())),
             self.settings.data_dir / "logs" / f"worker-{index}.log",
-            env=child_env(settings_env(self.settings)),
+            env=child_env(settings_env(settings)),
         )
         self.children.append(worker)
         return worker
@@ -187,6 +194,10 @@ def _stop_order(child: Child) -> int:
     return 1 if child.name == "sink" else 2
 
 
+def worker_state_dir(data_dir: Path, slot: int) -> Path:
+    return data_dir / "state" / f"worker-{slot}"
+
+
 def _state_path(data_dir: Path) -> Path:
     return data_dir / STATE_FILE
 
@@ -214,6 +225,9 @@ def embedded_stack(settings: Settings, *, workers: int | None = None) -> Iterato
     stack = Stack(settings)
     try:
         if settings.kafka_bootstrap is None:
+            # The embedded broker keeps its topics in memory: tables kept on disk by the workers
+            # of an earlier stack would describe changelogs that no longer exist.
+            shutil.rmtree(settings.data_dir / "state", ignore_errors=True)
             tansu, bootstrap = start_tansu(settings.data_dir)
             stack.children.append(tansu)
             stack.settings = settings.model_copy(update={"kafka_bootstrap": bootstrap})

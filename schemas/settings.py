@@ -83,6 +83,20 @@ class Settings(BaseSettings):
         4, ge=1, le=1024, description="Partitions per topic when parcours creates them."
     )
     workers: int = Field(1, ge=1, le=64, description="Worker processes the embedded stack starts.")
+    state_store: Literal["memory://", "rocksdb://"] = Field(
+        "memory://",
+        description="Where workers keep their tables: memory (rebuilt from the changelogs at "
+        "every start) or RocksDB on disk (a restart reads only the changelogs' tail).",
+    )
+    state_dir: Path | None = Field(
+        None,
+        description="A worker's own table directory; it must outlive the worker for RocksDB to "
+        "pay off (one per worker, e.g. a StatefulSet volume). Default: a fresh one under "
+        "data_dir.",
+    )
+    state_cache_mb: int = Field(
+        64, ge=8, description="RocksDB block cache per table partition, MiB."
+    )
     sink_batch_size: int = Field(5000, ge=1)
     sink_flush_seconds: float = Field(0.5, gt=0)
     sink_max_backoff_seconds: float = Field(30.0, gt=0)

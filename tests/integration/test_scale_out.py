@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from parcours.deploy.generate import ANONYMOUS_CART_PREFIX, generate, write_jsonl
 from parcours.deploy.replay import ReplayResult, replay
-from parcours.deploy.stack import Stack, embedded_stack
+from parcours.deploy.stack import Stack, embedded_stack, worker_state_dir
 from parcours.schemas.producer import TouchpointProducer
 from parcours.sinks.backend import Backend
 from parcours.sinks.client import open_reader
@@ -149,12 +149,14 @@ def _snapshot(reader: Backend) -> dict[str, list[dict[str, Any]]]:
 
 
 def _replay_and_kill(
-    day: Path, data_dir: Path, *, workers: int, successor: bool
+    day: Path, data_dir: Path, *, workers: int, successor: bool, **overrides: Any
 ) -> dict[str, list[Any]]:
     """Replay the day on 4 partitions and ``workers`` workers; once a tenth of it is in
-    ClickHouse, SIGKILL the first worker (and start a new one if ``successor``); return the
-    snapshot after the replay completed."""
-    settings = isolated_settings(data_dir, f"kill{workers}", partitions=4, workers=workers)
+    ClickHouse, SIGKILL the first worker (and start a new one in its slot if ``successor``);
+    return the snapshot after the replay completed."""
+    settings = isolated_settings(
+        data_dir, f"kill{workers}", partitions=4, workers=workers, **overrides
+    )
     with embedded_stack(settings) as stack:
         return _kill_mid_replay(stack, day, successor=successor)
 
@@ -181,7 +183,7 @@ def _kill_mid_replay(stack: Stack, day: Path, *, successor: bool) -> dict[str, l
     victim, others = stack.workers[0], stack.workers[1:]
     os.kill(victim.pid, signal.SIGKILL)
     assert thread.is_alive(), "the replay finished before the kill: the test proves nothing"
-    carrying_on = [*others, stack.start_worker()] if successor else others
+    carrying_on = [*others, stack.start_worker(slot=0)] if successor else others
     thread.join(timeout=300)
     assert results and isinstance(results[0], ReplayResult), results
     assert not victim.alive() and all(worker.alive() for worker in carrying_on)
@@ -195,6 +197,21 @@ def test_a_worker_killed_mid_replay_changes_nothing(
     from their changelogs, carries on from the committed offsets and publishes again what the
     dead one may not have."""
     survived = _replay_and_kill(day, tmp_path, workers=1, successor=True)
+    for table in SNAPSHOT:
+        assert survived[table] == one_by_one[table], f"{table} differ"
+
+
+def test_on_rocksdb_a_worker_killed_and_restarted_on_its_disk_changes_nothing(
+    day: Path, one_by_one: dict[str, Any], tmp_path: Path
+) -> None:
+    """The production store: the worker keeps its tables in RocksDB, is SIGKILLed mid-replay,
+    and its successor reopens the same directory (what a StatefulSet pod restarted on its volume
+    does), reading only the changelogs' tail on top of what the disk holds."""
+    survived = _replay_and_kill(day, tmp_path, workers=1, successor=True, state_store="rocksdb://")
+    slot = worker_state_dir(tmp_path, 0) / "v1" / "tables"
+    assert sorted(p.name for p in slot.glob("profiles-*.db")) == [
+        f"profiles-{n}.db" for n in range(4)
+    ]
     for table in SNAPSHOT:
         assert survived[table] == one_by_one[table], f"{table} differ"
 
