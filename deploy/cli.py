@@ -321,6 +321,18 @@ def bench(
     click.echo(json.dumps(figures))
 
 
+@cli.command("bench-state")
+@click.option("--profiles", type=click.IntRange(1000), default=1_000_000, show_default=True)
+@click.option("--partitions", type=click.IntRange(1, 1024), default=4, show_default=True)
+def bench_state(profiles: int, partitions: int) -> None:
+    """Bytes of state per profile, and a worker's memory and start-to-ready time on that many
+    profiles (cold, then restarted on its state directory) for the memory and RocksDB stores;
+    the last line is JSON."""
+    from parcours.deploy.bench_state import bench_state as run
+
+    click.echo(json.dumps(run(_settings(), profiles, partitions)))
+
+
 @cli.command("bench-queries")
 @click.option("--touchpoints", type=click.IntRange(1000), default=1_000_000, show_default=True)
 @click.option("--runs", type=click.IntRange(1), default=3, show_default=True)

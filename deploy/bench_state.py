@@ -1,0 +1,158 @@
+"""``parcours bench-state``: what a worker's state costs at a million customers.
+
+Real profiles come from the pure core on a generated day; they are copied under new ids until
+there are ``profiles`` of them, written straight to the profiles table's changelog, and a worker
+is started on it twice (a cold start, then a restart on the same state directory), for the
+memory store and for RocksDB. Reported: bytes per profile, the worker's memory once ready, and
+start-to-ready times."""
+
+from __future__ import annotations
+
+import base64
+import statistics
+import tempfile
+import time
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from parcours.deploy.generate import generate
+from parcours.deploy.stack import Stack, create_topics, start_tansu
+from parcours.schemas.codec import Codec
+from parcours.schemas.kafka import client_config, producer_config
+from parcours.schemas.sdk import parse_touchpoint
+from parcours.schemas.settings import Settings
+from parcours.streams.facts import facts_of
+from parcours.streams.identity import IdentityGraph, profile_id, usable_identities
+from parcours.streams.journey import JourneyCore, ProfileState
+
+SAMPLE_CUSTOMERS = 5_000
+STORES = ("memory://", "rocksdb://")
+
+
+def sample_profiles(customers: int = SAMPLE_CUSTOMERS) -> list[dict[str, Any]]:
+    """The saved form of every profile of a generated day, as the journey stage keeps it."""
+    graph, core, codec = IdentityGraph({}), JourneyCore(), Codec()
+    profiles: dict[str, ProfileState] = {}
+    for n, event in enumerate(generate(round(customers * 3.23), seed=31, customers=customers)):
+        touchpoint = parse_touchpoint(event)
+        identities = usable_identities(touchpoint.identities, touchpoint.event_id)
+        record = touchpoint.to_avro()
+        occurred_at = int(touchpoint.occurred_at.timestamp() * 1000)
+        facts = facts_of(record, occurred_at, _payload(codec, record, touchpoint.routing_key, n))
+        _, effects = graph.observe(identities, facts.event_id, facts.occurred_at)
+        links = deque(effects.links)
+        while links:
+            links.extend(graph.receive(links.popleft()).links)
+        profile = profile_id(graph.label_of(identities[0]))
+        core.add(profiles.setdefault(profile, ProfileState(profile)), facts, facts.occurred_at)
+    return [state.to_json() | {"wake": core.wake(state)} for state in profiles.values()]
+
+
+def _payload(codec: Codec, touchpoint: dict[str, Any], routing_key: str, offset: int) -> str:
+    """What the journey stage keeps of each event today: the resolved record it received."""
+    resolved = {
+        "touchpoint": touchpoint,
+        "profile_id": f"p-{offset:012d}",
+        "journey_id": None,
+        "routing_key": routing_key,
+        "produced_at": 1_790_000_000_000 + offset,
+        "source_partition": offset % 4,
+        "source_offset": offset,
+    }
+    return base64.b64encode(codec.encode("ResolvedTouchpoint", resolved)).decode()
+
+
+def copies(samples: list[dict[str, Any]], count: int, partitions: int) -> Iterator[Any]:
+    """``count`` (partition, key, value) changelog records, the samples under new ids."""
+    for n in range(count):
+        partition = n % partitions
+        key = f"bench-{n:08d}"
+        value = samples[n % len(samples)] | {"profile_id": key, "partition": partition}
+        yield partition, orjson.dumps(key), orjson.dumps(value)
+
+
+def fill_changelog(settings: Settings, samples: list[dict[str, Any]], count: int) -> int:
+    """Write the profiles to the changelog topic faust restores the table from; bytes written."""
+    topic = f"{settings.app_id}-profiles-changelog"
+    admin = AdminClient(client_config(settings))
+    for future in admin.create_topics([NewTopic(topic, settings.partitions, 1)]).values():
+        future.result()
+    producer = Producer(producer_config(settings) | {"linger.ms": 50})
+    written = 0
+    for partition, key, value in copies(samples, count, settings.partitions):
+        while True:
+            try:
+                producer.produce(topic, value, key, partition=partition)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        written += len(value)
+    producer.flush(120)
+    return written
+
+
+def start_to_ready(stack: Stack) -> dict[str, float]:
+    """Start a worker in slot 0; seconds until it has restored its tables and joined; its RSS."""
+    started = time.monotonic()
+    worker = stack.start_worker(slot=0)
+    stack.wait_for_workers(timeout=1800)
+    seconds = time.monotonic() - started
+    rss = _rss_mib(worker.pid)
+    worker.stop(grace=120)
+    stack.children.remove(worker)
+    return {"seconds": round(seconds, 1), "rss_mib": rss}
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def bench_store(settings: Settings, store: str, samples: list[dict[str, Any]], count: int) -> Any:
+    with tempfile.TemporaryDirectory(prefix="parcours-state-") as tmp:
+        isolated = settings.model_copy(
+            update={"data_dir": Path(tmp), "kafka_bootstrap": None, "state_store": store}
+        )
+        stack = Stack(isolated)
+        try:
+            tansu, bootstrap = start_tansu(isolated.data_dir)
+            stack.children.append(tansu)
+            stack.settings = isolated.model_copy(update={"kafka_bootstrap": bootstrap})
+            create_topics(stack.settings)
+            started = time.monotonic()
+            written = fill_changelog(stack.settings, samples, count)
+            filled = time.monotonic() - started
+            cold, restart = start_to_ready(stack), start_to_ready(stack)
+        finally:
+            stack.stop()
+    return {
+        "changelog_bytes": written,
+        "changelog_fill_seconds": round(filled, 1),
+        "cold_start": cold,
+        "restart": restart,
+    }
+
+
+def bench_state(settings: Settings, profiles: int, partitions: int) -> dict[str, Any]:
+    samples = sample_profiles()
+    sizes = [len(orjson.dumps(sample)) for sample in samples]
+    events = [len(sample["events"]) for sample in samples]
+    base = settings.model_copy(update={"partitions": partitions, "workers": 1})
+    return {
+        "profiles": profiles,
+        "partitions": partitions,
+        "bytes_per_profile": {
+            "mean": round(statistics.mean(sizes)),
+            "p99": sorted(sizes)[int(len(sizes) * 0.99)],
+            "max": max(sizes),
+            "events_kept_mean": round(statistics.mean(events), 2),
+        },
+        "stores": {store: bench_store(base, store, samples, profiles) for store in STORES},
+    }
