@@ -228,7 +228,7 @@ class Stage:
 
     async def dispatch(self, kind: str, record: dict[str, Any], raw: bytes, source: Source) -> None:
         if self.newly_handled(source.partition):
-            await self.take_over(source.partition)
+            await self.take_over(source.partition, source.offset)
         if kind == "Watermark":
             self.observe(
                 source.partition, record["source_partition"], epoch_ms(record["watermark"]) or 0
@@ -270,7 +270,9 @@ class Stage:
         self.control[key] = {"owner": self.process}
         return True
 
-    async def take_over(self, partition: int) -> None:
+    async def take_over(self, partition: int, resumed_at: int) -> None:
+        """``partition`` came to this process; its input resumes at offset ``resumed_at`` (the
+        committed one: faust flushed every output of the records before it)."""
         self.clocks.pop(partition, None)
         self.nudged.discard(partition)
         self.sent.pop(partition, None)
@@ -280,9 +282,9 @@ class Stage:
             again = epochs.resume()
             self.keep_epochs(partition, epochs)
             await self.vote([again] if again else [])
-        await self.on_take_over(partition)
+        await self.on_take_over(partition, resumed_at)
 
-    async def on_take_over(self, partition: int) -> None:
+    async def on_take_over(self, partition: int, resumed_at: int) -> None:
         """What a stage re-sends when a partition comes to it. faust publishes an agent's sends
         when it commits the offset while table changes go out at once, so a killed owner can
         leave state behind whose outputs never left."""
@@ -451,7 +453,7 @@ class IdentityStage(Stage):
         self.graph.tags = {"partition": source.partition}
         await super().dispatch(kind, record, raw, source)
 
-    async def on_take_over(self, partition: int) -> None:
+    async def on_take_over(self, partition: int, resumed_at: int) -> None:
         """Every node this process holds announces its links and merges again (see
         ``IdentityGraph.announce``), not only the new partition's: a restored table can miss a
         dead owner's last writes (the broker's end offsets can lag), and the neighbours that
@@ -535,6 +537,8 @@ class JourneyStage(Stage):
         self.core = JourneyCore(self.rules)
         self.timers: dict[int, Timers] = {}
         """Per partition this process handles: when time alone changes each profile."""
+        self.offsets: dict[int, int] = {}
+        """Per partition: the offset of the input record being handled."""
 
     def load(self, profile: str) -> ProfileState:
         data = self.profiles.get(profile)
@@ -545,12 +549,22 @@ class JourneyStage(Stage):
         state.version = max(state.version, wall_ms() * 1000)
         return state
 
-    async def on_take_over(self, partition: int) -> None:
-        """Publish every profile of the partition again (with higher versions); their saves
-        rebuild the partition's timers."""
-        self.timers[partition] = Timers()
+    async def dispatch(self, kind: str, record: dict[str, Any], raw: bytes, source: Source) -> None:
+        self.offsets[source.partition] = source.offset
+        await super().dispatch(kind, record, raw, source)
+
+    async def on_take_over(self, partition: int, resumed_at: int) -> None:
+        """Publish again the profiles the last owner saved while handling records from
+        ``resumed_at`` on: their outputs may have died with it (faust sends table changes at
+        once but flushes outputs only before it commits). Every profile saved before it had its
+        outputs flushed when that offset was committed, so it only gets its wake-up time back."""
+        timers = self.timers[partition] = Timers()
+        self.offsets[partition] = resumed_at
         for key, data in list(self.profiles.items()):
             if data.get("partition") != partition or data.get("merged_into"):
+                continue
+            if data.get("offset", resumed_at) < resumed_at:
+                timers.set(key, self.core.wakes_at(data.get("wake") or {}))
                 continue
             state = self.load(key)
             await self.publish(self.core.republish(state))
@@ -558,7 +572,11 @@ class JourneyStage(Stage):
 
     def save(self, state: ProfileState, partition: int) -> None:
         wake = self.core.wake(state)
-        self.profiles[state.profile_id] = state.to_json() | {"partition": partition, "wake": wake}
+        # The input offset that caused this save: a worker taking the partition over republishes
+        # only what was saved at or after the offset it resumes from.
+        offset = self.offsets.get(partition, -1)
+        saved = state.to_json() | {"partition": partition, "wake": wake, "offset": offset}
+        self.profiles[state.profile_id] = saved
         at = None if state.merged_into else self.core.wakes_at(wake)
         self.timers.setdefault(partition, Timers()).set(state.profile_id, at)
 

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from typing import Any
 
 import pytest
 from parcours.schemas.codec import Codec
+from parcours.schemas.sdk import parse_touchpoint
 from parcours.schemas.settings import Settings
 from parcours.streams import stages
-from parcours.streams.stages import IdentityStage
+from parcours.streams.facts import EventFacts, facts_of
+from parcours.streams.journey import ProfileState
+from parcours.streams.stages import IdentityStage, JourneyStage
+
+from tests.factories import touchpoint
 
 
 class FakeOutbox:
@@ -50,3 +56,54 @@ def test_a_worker_restarted_after_a_replay_keeps_time_at_the_runs_end(
     wall[0] += 30_000
     restarted.observe(0, 1, wall[0])
     assert restarted.clock(0).current() == wall[0]  # input 0 is idle, input 1 is live
+
+
+class RecordingOutbox(FakeOutbox):
+    async def send(
+        self, name: str, schema: str, record: dict[str, Any], *, key: str | None = None
+    ) -> None:
+        self.sent.append((name, schema, record))
+
+
+def journey_stage(profiles: dict[str, Any]) -> JourneyStage:
+    stage = JourneyStage(Settings(), Codec(), RecordingOutbox(), {}, profiles)  # type: ignore[arg-type]
+    return stage
+
+
+def test_a_takeover_republishes_only_what_was_saved_from_the_resumed_offset_on() -> None:
+    """The last owner saved profile ``a`` handling offset 4 and ``b`` handling offset 12, and
+    committed offset 10: ``a``'s outputs were flushed before that commit, ``b``'s may be lost.
+    The new owner publishes ``b`` again and only puts ``a``'s wake-up time back."""
+    profiles: dict[str, Any] = {}
+    last_owner = journey_stage(profiles)
+    for name, offset in (("a", 4), ("b", 12)):
+        state = ProfileState(name)
+        last_owner.core.add(state, cart_facts(f"ev-{name}"), None)
+        last_owner.offsets[0] = offset
+        last_owner.save(state, 0)
+
+    new_owner = journey_stage(profiles)
+    asyncio.run(new_owner.on_take_over(0, resumed_at=10))
+
+    republished = {record["profile_id"] for _, schema, record in new_owner.out.sent}  # type: ignore[attr-defined]
+    assert republished == {"b"}
+    assert sorted(new_owner.timers[0].at) == ["a", "b"]
+    assert profiles["b"]["offset"] == 10 and profiles["a"]["offset"] == 4
+
+
+def cart_facts(event_id: str) -> EventFacts:
+    """The facts of a received cart event, with the record the stage keeps to re-place it."""
+    record = parse_touchpoint(
+        touchpoint(event_id=event_id, action="add_to_cart", identities={"crm_id": "c-1"})
+    ).to_avro()
+    resolved = {
+        "touchpoint": record,
+        "profile_id": None,
+        "journey_id": None,
+        "routing_key": "c-1",
+        "produced_at": 0,
+        "source_partition": 0,
+        "source_offset": 0,
+    }
+    payload = base64.b64encode(Codec().encode("ResolvedTouchpoint", resolved)).decode()
+    return facts_of(record, 1_790_000_000_000, payload)
