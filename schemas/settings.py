@@ -97,6 +97,13 @@ class Settings(BaseSettings):
     state_cache_mb: int = Field(
         64, ge=8, description="RocksDB block cache per table partition, MiB."
     )
+    fetch_max_wait_ms: int = Field(
+        100,
+        ge=10,
+        le=1500,
+        description="How long workers and sink let the broker hold an empty fetch: each hop "
+        "can add up to this much latency on a broker that polls (Tansu).",
+    )
     sink_batch_size: int = Field(5000, ge=1)
     sink_flush_seconds: float = Field(0.5, gt=0)
     sink_max_backoff_seconds: float = Field(30.0, gt=0)

@@ -100,7 +100,9 @@ class Sink:
         )
         # Its log goes through Python's logging, which the watchdog quiets during an outage.
         config = consumer_config(settings, f"{settings.app_id}-sink")
-        self.consumer = Consumer(config | {"logger": logging.getLogger("librdkafka")})
+        # A fetch the broker holds delays what lands meanwhile (Tansu polls in halves of the wait).
+        prompt = {"fetch.wait.max.ms": settings.fetch_max_wait_ms}
+        self.consumer = Consumer(config | prompt | {"logger": logging.getLogger("librdkafka")})
         self.assigned = False
         self._lag_at = 0.0
         self.health.not_ready = self._not_ready
