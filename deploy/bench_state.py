@@ -12,7 +12,6 @@ import base64
 import statistics
 import tempfile
 import time
-from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from parcours.deploy.bench import stitch_day
 from parcours.deploy.generate import generate
 from parcours.deploy.stack import Stack, create_topics, start_tansu
 from parcours.schemas.codec import Codec
@@ -27,8 +27,8 @@ from parcours.schemas.kafka import client_config, producer_config
 from parcours.schemas.sdk import parse_touchpoint
 from parcours.schemas.settings import Settings
 from parcours.streams.facts import facts_of
-from parcours.streams.identity import IdentityGraph, profile_id, usable_identities
-from parcours.streams.journey import JourneyCore, ProfileState
+from parcours.streams.identity import usable_identities
+from parcours.streams.journey import JourneyCore
 
 SAMPLE_CUSTOMERS = 5_000
 STORES = ("memory://", "rocksdb://")
@@ -36,20 +36,16 @@ STORES = ("memory://", "rocksdb://")
 
 def sample_profiles(customers: int = SAMPLE_CUSTOMERS) -> list[dict[str, Any]]:
     """The saved form of every profile of a generated day, as the journey stage keeps it."""
-    graph, core, codec = IdentityGraph({}), JourneyCore(), Codec()
-    profiles: dict[str, ProfileState] = {}
+    codec, inputs = Codec(), []
     for n, event in enumerate(generate(round(customers * 3.23), seed=31, customers=customers)):
         touchpoint = parse_touchpoint(event)
-        identities = usable_identities(touchpoint.identities, touchpoint.event_id)
         record = touchpoint.to_avro()
         occurred_at = int(touchpoint.occurred_at.timestamp() * 1000)
-        facts = facts_of(record, occurred_at, _payload(codec, record, touchpoint.routing_key, n))
-        _, effects = graph.observe(identities, facts.event_id, facts.occurred_at)
-        links = deque(effects.links)
-        while links:
-            links.extend(graph.receive(links.popleft()).links)
-        profile = profile_id(graph.label_of(identities[0]))
-        core.add(profiles.setdefault(profile, ProfileState(profile)), facts, facts.occurred_at)
+        payload = _payload(codec, record, touchpoint.routing_key, n)
+        identities = usable_identities(touchpoint.identities, touchpoint.event_id)
+        inputs.append((identities, facts_of(record, occurred_at, payload)))
+    core = JourneyCore()
+    profiles, _ = stitch_day(inputs, core)
     return [state.to_json() | {"wake": core.wake(state)} for state in profiles.values()]
 
 

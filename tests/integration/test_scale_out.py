@@ -140,8 +140,15 @@ def test_four_partitions_and_two_workers_give_identical_results(
 ) -> None:
     _cli_replay(day, tmp_path / "p4w2", partitions=4, workers=2)
     four_by_two = _cli_snapshot(tmp_path / "p4w2")
+    _assert_same_tables(four_by_two, one_by_one)
+
+
+def _assert_same_tables(
+    found: dict[str, list[dict[str, Any]]], reference: dict[str, list[dict[str, Any]]]
+) -> None:
+    """Every snapshot table equal to the reference's, the first that differs named."""
     for table in SNAPSHOT:
-        assert four_by_two[table] == one_by_one[table], f"{table} differ"
+        assert found[table] == reference[table], f"{table} differ"
 
 
 def _snapshot(reader: Backend) -> dict[str, list[dict[str, Any]]]:
@@ -197,8 +204,7 @@ def test_a_worker_killed_mid_replay_changes_nothing(
     from their changelogs, carries on from the committed offsets and publishes again what the
     dead one may not have."""
     survived = _replay_and_kill(day, tmp_path, workers=1, successor=True)
-    for table in SNAPSHOT:
-        assert survived[table] == one_by_one[table], f"{table} differ"
+    _assert_same_tables(survived, one_by_one)
 
 
 def test_on_rocksdb_a_worker_killed_and_restarted_on_its_disk_changes_nothing(
@@ -212,8 +218,7 @@ def test_on_rocksdb_a_worker_killed_and_restarted_on_its_disk_changes_nothing(
     assert sorted(p.name for p in slot.glob("profiles-*.db")) == [
         f"profiles-{n}.db" for n in range(4)
     ]
-    for table in SNAPSHOT:
-        assert survived[table] == one_by_one[table], f"{table} differ"
+    _assert_same_tables(survived, one_by_one)
 
 
 def test_one_of_two_workers_killed_mid_replay_changes_nothing(
@@ -223,8 +228,7 @@ def test_one_of_two_workers_killed_mid_replay_changes_nothing(
     dead one's partitions over and keeps its own through the rebalance, where faust used to drop
     what it had fetched for them (streams/app.py, ``_reread_kept_partitions``)."""
     survived = _replay_and_kill(day, tmp_path, workers=2, successor=False)
-    for table in SNAPSHOT:
-        assert survived[table] == one_by_one[table], f"{table} differ"
+    _assert_same_tables(survived, one_by_one)
 
 
 def test_a_backlog_after_a_paused_worker_changes_nothing(
@@ -253,8 +257,7 @@ def test_a_backlog_after_a_paused_worker_changes_nothing(
             os.kill(worker.pid, signal.SIGCONT)
         assert len(paused) == 2 and paused[0] < EVENTS // 10, paused
         after_backlog = _snapshot(reader)
-    for table in SNAPSHOT:
-        assert after_backlog[table] == one_by_one[table], f"{table} differ"
+    _assert_same_tables(after_backlog, one_by_one)
 
 
 def test_in_live_mode_silent_inputs_do_not_hold_time_back(tmp_path: Path) -> None:
