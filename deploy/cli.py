@@ -256,7 +256,8 @@ def _spawn_supervisor(settings: Settings, partitions: int | None, workers: int |
 
     def ready() -> bool:
         if process.poll() is not None:
-            raise click.ClickException(f"the stack did not start; see {log_path}")
+            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+            raise click.ClickException(f"the stack did not start; {log_path} ends with:\n{tail}")
         return running_stack(settings) is not None
 
     wait_until(ready, 120, "the stack to start")
