@@ -1,18 +1,18 @@
 """``parcours bench-state``: what a worker's state costs at a million customers.
 
 Real profiles come from the pure core on a generated day; they are copied under new ids until
-there are ``profiles`` of them, written straight to the profiles table's changelog, and a worker
-is started on it twice (a cold start, then a restart on the same state directory), for the
-memory store and for RocksDB. Reported: bytes per profile, the worker's memory once ready, and
-start-to-ready times."""
+there are ``profiles`` of them, written straight to the changelogs of the profiles table and of
+the table of records each event came in (``payloads``), and a worker is started on them twice (a cold start, then a restart on the same state directory), for the
+memory store and for RocksDB. Reported: bytes per profile (its saved form, and the records of its
+events, kept once), the worker's memory once ready, and start-to-ready times."""
 
 from __future__ import annotations
 
-import base64
 import statistics
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,23 +34,34 @@ SAMPLE_CUSTOMERS = 5_000
 STORES = ("memory://", "rocksdb://")
 
 
-def sample_profiles(customers: int = SAMPLE_CUSTOMERS) -> list[dict[str, Any]]:
-    """The saved form of every profile of a generated day, as the journey stage keeps it."""
-    codec, inputs = Codec(), []
+@dataclass(frozen=True)
+class Sample:
+    profile: dict[str, Any]
+    """The saved form, as the journey stage keeps it in ``profiles``."""
+    payloads: list[bytes]
+    """The records its events came in, as the stage keeps them (once each) in ``payloads``."""
+
+
+def sample_profiles(customers: int = SAMPLE_CUSTOMERS) -> list[Sample]:
+    """Every profile of a generated day."""
+    codec, inputs, payloads = Codec(), [], {}
     for n, event in enumerate(generate(round(customers * 3.23), seed=31, customers=customers)):
         touchpoint = parse_touchpoint(event)
         record = touchpoint.to_avro()
         occurred_at = int(touchpoint.occurred_at.timestamp() * 1000)
-        payload = _payload(codec, record, touchpoint.routing_key, n)
+        payloads[touchpoint.event_id] = _payload(codec, record, touchpoint.routing_key, n)
         identities = usable_identities(touchpoint.identities, touchpoint.event_id)
-        inputs.append((identities, facts_of(record, occurred_at, payload)))
+        inputs.append((identities, facts_of(record, occurred_at)))
     core = JourneyCore()
     profiles, _ = stitch_day(inputs, core)
-    return [state.to_json() | {"wake": core.wake(state)} for state in profiles.values()]
+    return [
+        Sample(state.to_json() | {"wake": core.wake(state)}, [payloads[e] for e in state.events])
+        for state in profiles.values()
+    ]
 
 
-def _payload(codec: Codec, touchpoint: dict[str, Any], routing_key: str, offset: int) -> str:
-    """What the journey stage keeps of each event today: the resolved record it received."""
+def _payload(codec: Codec, touchpoint: dict[str, Any], routing_key: str, offset: int) -> bytes:
+    """The resolved record the journey stage received."""
     resolved = {
         "touchpoint": touchpoint,
         "profile_id": f"p-{offset:012d}",
@@ -60,30 +71,39 @@ def _payload(codec: Codec, touchpoint: dict[str, Any], routing_key: str, offset:
         "source_partition": offset % 4,
         "source_offset": offset,
     }
-    return base64.b64encode(codec.encode("ResolvedTouchpoint", resolved)).decode()
+    encoded: bytes = codec.encode("ResolvedTouchpoint", resolved)
+    return encoded
 
 
-def copies(samples: list[dict[str, Any]], count: int, partitions: int) -> Iterator[Any]:
-    """``count`` (partition, key, value) changelog records, the samples under new ids."""
+TABLES = ("profiles", "payloads")
+
+
+def copies(samples: list[Sample], count: int, partitions: int) -> Iterator[Any]:
+    """``count`` profiles as (table, partition, key, value) changelog records: the samples under
+    new ids, and their events' records under keys of the copy (so that each copy holds its own)."""
     for n in range(count):
         partition = n % partitions
         key = f"bench-{n:08d}"
-        value = samples[n % len(samples)] | {"profile_id": key, "partition": partition}
-        yield partition, orjson.dumps(key), orjson.dumps(value)
+        sample = samples[n % len(samples)]
+        value = sample.profile | {"profile_id": key, "partition": partition}
+        yield "profiles", partition, orjson.dumps(key), orjson.dumps(value)
+        for i, payload in enumerate(sample.payloads):
+            yield "payloads", partition, orjson.dumps(f"{key}/{i}"), payload
 
 
-def fill_changelog(settings: Settings, samples: list[dict[str, Any]], count: int) -> int:
-    """Write the profiles to the changelog topic faust restores the table from; bytes written."""
-    topic = f"{settings.app_id}-profiles-changelog"
+def fill_changelog(settings: Settings, samples: list[Sample], count: int) -> int:
+    """Write the profiles to the changelog topics faust restores the tables from; bytes written."""
+    changelogs = {table: f"{settings.app_id}-{table}-changelog" for table in TABLES}
     admin = AdminClient(client_config(settings))
-    for future in admin.create_topics([NewTopic(topic, settings.partitions, 1)]).values():
+    created = [NewTopic(topic, settings.partitions, 1) for topic in changelogs.values()]
+    for future in admin.create_topics(created).values():
         future.result()
     producer = Producer(producer_config(settings) | {"linger.ms": 50})
     written = 0
-    for partition, key, value in copies(samples, count, settings.partitions):
+    for table, partition, key, value in copies(samples, count, settings.partitions):
         while True:
             try:
-                producer.produce(topic, value, key, partition=partition)
+                producer.produce(changelogs[table], value, key, partition=partition)
                 break
             except BufferError:
                 producer.poll(0.1)
@@ -111,7 +131,7 @@ def _rss_mib(pid: int) -> float:
     return 0.0
 
 
-def bench_store(settings: Settings, store: str, samples: list[dict[str, Any]], count: int) -> Any:
+def bench_store(settings: Settings, store: str, samples: list[Sample], count: int) -> Any:
     with tempfile.TemporaryDirectory(prefix="parcours-state-") as tmp:
         isolated = settings.model_copy(
             update={"data_dir": Path(tmp), "kafka_bootstrap": None, "state_store": store}
@@ -138,8 +158,9 @@ def bench_store(settings: Settings, store: str, samples: list[dict[str, Any]], c
 
 def bench_state(settings: Settings, profiles: int, partitions: int) -> dict[str, Any]:
     samples = sample_profiles()
-    sizes = [len(orjson.dumps(sample)) for sample in samples]
-    events = [len(sample["events"]) for sample in samples]
+    sizes = [len(orjson.dumps(sample.profile)) for sample in samples]
+    records = [sum(map(len, sample.payloads)) for sample in samples]
+    events = [len(sample.payloads) for sample in samples]
     base = settings.model_copy(update={"partitions": partitions, "workers": 1})
     return {
         "profiles": profiles,
@@ -149,6 +170,10 @@ def bench_state(settings: Settings, profiles: int, partitions: int) -> dict[str,
             "p99": sorted(sizes)[int(len(sizes) * 0.99)],
             "max": max(sizes),
             "events_kept_mean": round(statistics.mean(events), 2),
+        },
+        "record_bytes_per_profile": {
+            "mean": round(statistics.mean(records)),
+            "p99": sorted(records)[int(len(records) * 0.99)],
         },
         "stores": {store: bench_store(base, store, samples, profiles) for store in STORES},
     }

@@ -45,6 +45,10 @@ class RowsRefused(SinkError):
     same rows would be refused again, so the sink finds them and dead-letters them instead."""
 
 
+class StateError(ParcoursError):
+    """A stage's table lacks what its state refers to (names the table and the key)."""
+
+
 class StackError(ParcoursError):
     """The embedded stack (Tansu, workers, sink) failed to start or stop."""
 

@@ -1,7 +1,8 @@
 """What the journey core keeps of one touchpoint: the few fields stitching and detection read.
 
-Profiles keep every event, so this stays small; the Avro payload rides along untouched for the
-rows and messages that need all of it (cart items, identities).
+Profiles keep every event and are saved whole at each change, so this stays small: the record an
+event came in (for the rows and messages that need all of it: cart items, identities) is kept once,
+by event id, in a table of its own (streams/stages.py).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ class EventFacts:
     occurred_at: int
     channel: str
     action: str
-    payload: str = ""
     late: bool = False
     cart_id: str = ""
     cart_items: int = 0
@@ -78,7 +78,7 @@ _DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(EventFacts)}
 """Field → default (``MISSING`` for the required ones, which are therefore always written)."""
 
 
-def facts_of(touchpoint: dict[str, Any], occurred_at: int, payload: str = "") -> EventFacts:
+def facts_of(touchpoint: dict[str, Any], occurred_at: int) -> EventFacts:
     """The facts of a decoded ``Touchpoint`` record (the Avro contract's field names)."""
     cart = touchpoint.get("cart") or {}
     order = touchpoint.get("order") or {}
@@ -90,7 +90,6 @@ def facts_of(touchpoint: dict[str, Any], occurred_at: int, payload: str = "") ->
         occurred_at=occurred_at,
         channel=str(touchpoint["channel"]),
         action=touchpoint["action"],
-        payload=payload,
         cart_id=cart.get("cart_id") or order.get("cart_id") or "",
         cart_items=sum(int(item["quantity"]) for item in cart.get("items") or ()),
         value=priced.get("value"),

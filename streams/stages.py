@@ -2,7 +2,7 @@
 
 ingest   touchpoints → identity           validate, dead-letter, watermark per input partition
 identity identity → touchpoints.resolved  the identity graph (table ``identity-graph``)
-journey  touchpoints.resolved → sinks     profiles and journeys (table ``profiles``)
+journey  touchpoints.resolved → sinks     profiles and journeys (tables ``profiles``, ``payloads``)
 
 Each stage's state lives in a faust table whose changelog restores it on whichever worker takes
 the partition over. Control records (watermarks, end-of-run markers and rounds) are sent to every
@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from parcours.schemas import topics
 from parcours.schemas.codec import Codec
-from parcours.schemas.errors import SchemaError
+from parcours.schemas.errors import SchemaError, StateError
 from parcours.schemas.observe import DEAD_LETTERS, EVENTS_IN, EVENTS_OUT, WATERMARKS
 from parcours.schemas.records import Source, dead_letter_record
 from parcours.schemas.sdk import is_blocklisted
@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 Table = MutableMapping[str, dict[str, Any]]
 """A faust table in the worker (JSON values, changelogged); any dict in tests."""
+Payloads = MutableMapping[str, bytes]
+"""A faust table of raw records by event id, written once per event; any dict in tests."""
 
 WATERMARK_EVERY_MS = 500
 """How often (wall clock) a task acts on how far its event time has got: ingest tells the next
@@ -531,9 +533,15 @@ class JourneyStage(Stage):
         outbox: Outbox,
         control: Table,
         profiles: Table,
+        payloads: Payloads,
     ) -> None:
         super().__init__(settings, codec, outbox, control)
         self.profiles = profiles
+        self.payloads = payloads
+        """The record each event came in, by event id: written once, where a profile is saved
+        whole at every change (the record is most of an event's bytes)."""
+        self.current: tuple[str, dict[str, Any]] | None = None
+        """The touchpoint being handled, decoded: its own placement needs no lookup."""
         self.core = JourneyCore(self.rules)
         self.timers: dict[int, Timers] = {}
         """Per partition this process handles: when time alone changes each profile."""
@@ -626,7 +634,10 @@ class JourneyStage(Stage):
         elif kind == "ProfileMerge":
             await self.on_merge(record["loser"], record["survivor"], record["occurred_at"], source)
         elif kind == "ProfileTransfer":
-            loser = ProfileState.from_json(orjson.loads(record["state"]))
+            state = orjson.loads(record["state"])
+            for event_id, payload in state.pop("payloads", {}).items():
+                self.keep_payload(event_id, base64.b64decode(payload))
+            loser = ProfileState.from_json(state)
             await self.on_transfer(record["survivor"], loser, record["occurred_at"], source)
         else:
             await super().on_record(kind, record, raw, source)
@@ -645,12 +656,32 @@ class JourneyStage(Stage):
         EVENTS_IN.labels(self.name).inc()
         touchpoint = record["touchpoint"]
         occurred_at = epoch_ms(touchpoint["occurred_at"]) or 0
-        facts = facts_of(touchpoint, occurred_at, base64.b64encode(raw).decode())
+        facts = facts_of(touchpoint, occurred_at)
+        self.keep_payload(facts.event_id, raw)
         identities = touchpoint["identities"].items()
         state.learn_identities({k: v for k, v in identities if not is_blocklisted(v)})
         watermark, finished = self.time(source.partition)
-        await self.publish(self.core.add(state, facts, watermark, finished=finished))
+        self.current = (facts.event_id, record)
+        try:
+            await self.publish(self.core.add(state, facts, watermark, finished=finished))
+        finally:
+            self.current = None
         self.save(state, source.partition)
+
+    def keep_payload(self, event_id: str, raw: bytes) -> None:
+        # Once: a duplicate of the event (or a repeated transfer) sends no changelog record.
+        if event_id not in self.payloads:
+            self.payloads[event_id] = raw
+
+    def stored(self, event_id: str) -> dict[str, Any]:
+        """The ``ResolvedTouchpoint`` record event ``event_id`` came in (not to be mutated)."""
+        if self.current is not None and self.current[0] == event_id:
+            return self.current[1]
+        raw = self.payloads.get(event_id)
+        if raw is None:
+            raise StateError("no record kept for this event", table="payloads", key=event_id)
+        record: dict[str, Any] = self.codec.decode(raw)[1]
+        return record
 
     async def on_merge(self, loser: str, survivor: str, cause: int, source: Source) -> None:
         """Send ``loser``'s state to the survivor. Each time a merge for it comes (the identity
@@ -670,10 +701,15 @@ class JourneyStage(Stage):
     ) -> None:
         """Send ``loser``'s whole state to the survivor's partition."""
         self.touched(source.partition)
+        payloads = {
+            event_id: base64.b64encode(raw).decode()
+            for event_id in loser.events
+            if (raw := self.payloads.get(event_id)) is not None
+        }
         record = {
             "loser": loser.profile_id,
             "survivor": survivor,
-            "state": orjson.dumps(loser.to_json()),
+            "state": orjson.dumps(loser.to_json() | {"payloads": payloads}),
             "occurred_at": cause,
         }
         await self.out.send(self.input_topic, "ProfileTransfer", record, key=survivor)
@@ -699,8 +735,7 @@ class JourneyStage(Stage):
                 topics.JOURNEYS, "Journey", summary.to_json(), key=summary.profile_id
             )
         for assignment in outputs.assignments:
-            _, record = self.codec.decode(base64.b64decode(assignment.event.payload))
-            record |= {
+            record = self.stored(assignment.event.event_id) | {
                 "profile_id": assignment.profile_id,
                 "journey_id": assignment.journey_id,
                 "session_key": assignment.session_id,
@@ -714,8 +749,7 @@ class JourneyStage(Stage):
         await self.publish_detections(outputs)
 
     def payload_of(self, event: EventFacts) -> dict[str, Any]:
-        _, record = self.codec.decode(base64.b64decode(event.payload))
-        touchpoint: dict[str, Any] = record["touchpoint"]
+        touchpoint: dict[str, Any] = self.stored(event.event_id)["touchpoint"]
         return touchpoint
 
     async def publish_detections(self, out: Outputs) -> None:

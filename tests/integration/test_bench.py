@@ -52,6 +52,8 @@ def test_bench_reports_rates_cpu_per_process_records_and_paced_latency() -> None
 def test_bench_state_restarts_a_worker_on_both_stores() -> None:
     _, figures = _run("bench-state", "--profiles", "2000")
     assert figures["bytes_per_profile"]["mean"] > 0
+    # The records events came in are kept beside the profile, not inside it.
+    assert figures["record_bytes_per_profile"]["mean"] > 0
     for store in ("memory://", "rocksdb://"):
         measured = figures["stores"][store]
         assert measured["changelog_bytes"] > 2000 * 100

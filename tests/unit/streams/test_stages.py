@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 from typing import Any
 
+import orjson
 import pytest
 from parcours.schemas.codec import Codec
+from parcours.schemas.records import Source
 from parcours.schemas.sdk import parse_touchpoint
 from parcours.schemas.settings import Settings
 from parcours.streams import stages
@@ -65,8 +66,8 @@ class RecordingOutbox(FakeOutbox):
         self.sent.append((name, schema, record))
 
 
-def journey_stage(profiles: dict[str, Any]) -> JourneyStage:
-    stage = JourneyStage(Settings(), Codec(), RecordingOutbox(), {}, profiles)  # type: ignore[arg-type]
+def journey_stage(profiles: dict[str, Any], payloads: dict[str, bytes]) -> JourneyStage:
+    stage = JourneyStage(Settings(), Codec(), RecordingOutbox(), {}, profiles, payloads)  # type: ignore[arg-type]
     return stage
 
 
@@ -75,14 +76,16 @@ def test_a_takeover_republishes_only_what_was_saved_from_the_resumed_offset_on()
     committed offset 10: ``a``'s outputs were flushed before that commit, ``b``'s may be lost.
     The new owner publishes ``b`` again and only puts ``a``'s wake-up time back."""
     profiles: dict[str, Any] = {}
-    last_owner = journey_stage(profiles)
+    payloads: dict[str, bytes] = {}
+    last_owner = journey_stage(profiles, payloads)
     for name, offset in (("a", 4), ("b", 12)):
         state = ProfileState(name)
-        last_owner.core.add(state, cart_facts(f"ev-{name}"), None)
+        facts, payloads[f"ev-{name}"] = cart_event(f"ev-{name}")
+        last_owner.core.add(state, facts, None)
         last_owner.offsets[0] = offset
         last_owner.save(state, 0)
 
-    new_owner = journey_stage(profiles)
+    new_owner = journey_stage(profiles, payloads)
     asyncio.run(new_owner.on_take_over(0, resumed_at=10))
 
     republished = {record["profile_id"] for _, schema, record in new_owner.out.sent}  # type: ignore[attr-defined]
@@ -91,10 +94,57 @@ def test_a_takeover_republishes_only_what_was_saved_from_the_resumed_offset_on()
     assert profiles["b"]["offset"] == 10 and profiles["a"]["offset"] == 4
 
 
-def cart_facts(event_id: str) -> EventFacts:
-    """The facts of a received cart event, with the record the stage keeps to re-place it."""
+class CountingTable(dict[str, bytes]):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def __setitem__(self, key: str, value: bytes) -> None:
+        self.writes += 1
+        super().__setitem__(key, value)
+
+
+def resolved_cart(event_id: str, profile: str) -> tuple[dict[str, Any], bytes]:
+    codec = Codec()
+    _, raw = cart_event(event_id)
+    record = codec.decode_as("ResolvedTouchpoint", raw) | {"profile_id": profile}
+    return record, codec.encode("ResolvedTouchpoint", record)
+
+
+def test_an_event_record_is_kept_once_beside_the_profile_and_travels_with_a_merge() -> None:
+    """The record an event came in is kept once by event id (a duplicate writes nothing), not in
+    the profile saved at every change; a profile merged away takes its records to the survivor,
+    whose worker may hold another partition, and the survivor places the event with them."""
+    loser_payloads = CountingTable()
+    loser_side = journey_stage({}, loser_payloads)
+    record, raw = resolved_cart("ev-1", "p-loser")
+    source = Source(stages.topics.RESOLVED, 0, 7, 0)
+    for _ in range(2):  # a redelivery
+        asyncio.run(loser_side.on_record("ResolvedTouchpoint", record, raw, source))
+    assert loser_payloads == {"ev-1": raw} and loser_payloads.writes == 1
+    assert b"winter-sale" not in orjson.dumps(loser_side.profiles["p-loser"])
+
+    asyncio.run(loser_side.on_merge("p-loser", "p-survivor", 0, source))
+    [(_, schema, transfer)] = [m for m in loser_side.out.sent if m[1] == "ProfileTransfer"]  # type: ignore[attr-defined]
+
+    survivor_side = journey_stage({}, {})
+    asyncio.run(survivor_side.on_record(schema, transfer, b"", Source("t", 1, 3, 0)))
+    [placed] = [r for _, kind, r in survivor_side.out.sent if kind == "ResolvedTouchpoint"]  # type: ignore[attr-defined]
+    assert placed["profile_id"] == "p-survivor"
+    assert placed["touchpoint"] == record["touchpoint"]
+    assert placed["touchpoint"]["attributes"]["campaign"] == "winter-sale"
+    assert survivor_side.payloads == {"ev-1": raw}
+
+
+def cart_event(event_id: str) -> tuple[EventFacts, bytes]:
+    """The facts of a received cart event, and the record the stage keeps to re-place it."""
     record = parse_touchpoint(
-        touchpoint(event_id=event_id, action="add_to_cart", identities={"crm_id": "c-1"})
+        touchpoint(
+            event_id=event_id,
+            action="add_to_cart",
+            identities={"crm_id": "c-1"},
+            attributes={"campaign": "winter-sale"},
+        )
     ).to_avro()
     resolved = {
         "touchpoint": record,
@@ -105,5 +155,4 @@ def cart_facts(event_id: str) -> EventFacts:
         "source_partition": 0,
         "source_offset": 0,
     }
-    payload = base64.b64encode(Codec().encode("ResolvedTouchpoint", resolved)).decode()
-    return facts_of(record, 1_790_000_000_000, payload)
+    return facts_of(record, 1_790_000_000_000), Codec().encode("ResolvedTouchpoint", resolved)
