@@ -210,7 +210,8 @@ def _wire(app: faust.App, settings: Settings) -> None:
     # faust's RocksDB store keeps (and edits) the options it is given: one dict per table.
     nodes = app.Table("identity-graph", default=None, schema=_json(), **_table_options(settings))
     profiles = app.Table("profiles", default=None, schema=_json(), **_table_options(settings))
-    payloads = app.Table("payloads", default=None, schema=_raw(), **_table_options(settings))
+    # faust serialises a table's values by its value_type (bytes: as they are), not its schema.
+    payloads = app.Table("payloads", default=None, value_type=bytes, **_table_options(settings))
     # Each stage's end-of-run bookkeeping, keyed "stage:partition", so a worker that takes a
     # partition over in a rebalance carries on where the last owner stopped.
     control = app.Table("control", default=None, schema=_json(), **_table_options(settings))
@@ -234,10 +235,6 @@ def _owned(app: faust.App, topic: str) -> Callable[[int], bool]:
 
 def _json() -> Any:
     return faust.Schema(key_serializer="json", value_serializer="json")
-
-
-def _raw() -> Any:
-    return faust.Schema(key_serializer="json", value_serializer="raw")
 
 
 def _agent(app: faust.App, stage: Stage, topic: Any) -> None:
