@@ -1,13 +1,14 @@
 """``parcours bench-state``: what a worker's state costs at a million customers.
 
 Real profiles come from the pure core on a generated day; they are copied under new ids until
-there are ``profiles`` of them, written straight to the changelogs of the profiles table and of
-the table of records each event came in (``payloads``), and a worker is started on them twice (a cold start, then a restart on the same state directory), for the
+there are ``profiles`` of them, written straight to the profiles table's changelog with the
+records their events came in (kept once beside them), and a worker is started on it twice (a cold start, then a restart on the same state directory), for the
 memory store and for RocksDB. Reported: bytes per profile (its saved form, and the records of its
 events, kept once), the worker's memory once ready, and start-to-ready times."""
 
 from __future__ import annotations
 
+import base64
 import statistics
 import tempfile
 import time
@@ -29,6 +30,7 @@ from parcours.schemas.settings import Settings
 from parcours.streams.facts import facts_of
 from parcours.streams.identity import usable_identities
 from parcours.streams.journey import JourneyCore
+from parcours.streams.stages import RECORD_KEY
 
 SAMPLE_CUSTOMERS = 5_000
 STORES = ("memory://", "rocksdb://")
@@ -38,29 +40,29 @@ STORES = ("memory://", "rocksdb://")
 class Sample:
     profile: dict[str, Any]
     """The saved form, as the journey stage keeps it in ``profiles``."""
-    payloads: list[bytes]
-    """The records its events came in, as the stage keeps them (once each) in ``payloads``."""
+    records: list[str]
+    """The records its events came in, as the journey stage keeps them beside the profile."""
 
 
 def sample_profiles(customers: int = SAMPLE_CUSTOMERS) -> list[Sample]:
     """Every profile of a generated day."""
-    codec, inputs, payloads = Codec(), [], {}
+    codec, inputs, records = Codec(), [], {}
     for n, event in enumerate(generate(round(customers * 3.23), seed=31, customers=customers)):
         touchpoint = parse_touchpoint(event)
         record = touchpoint.to_avro()
         occurred_at = int(touchpoint.occurred_at.timestamp() * 1000)
-        payloads[touchpoint.event_id] = _payload(codec, record, touchpoint.routing_key, n)
+        records[touchpoint.event_id] = _record(codec, record, touchpoint.routing_key, n)
         identities = usable_identities(touchpoint.identities, touchpoint.event_id)
         inputs.append((identities, facts_of(record, occurred_at)))
     core = JourneyCore()
     profiles, _ = stitch_day(inputs, core)
     return [
-        Sample(state.to_json() | {"wake": core.wake(state)}, [payloads[e] for e in state.events])
+        Sample(state.to_json() | {"wake": core.wake(state)}, [records[e] for e in state.events])
         for state in profiles.values()
     ]
 
 
-def _payload(codec: Codec, touchpoint: dict[str, Any], routing_key: str, offset: int) -> bytes:
+def _record(codec: Codec, touchpoint: dict[str, Any], routing_key: str, offset: int) -> str:
     """The resolved record the journey stage received."""
     resolved = {
         "touchpoint": touchpoint,
@@ -71,39 +73,34 @@ def _payload(codec: Codec, touchpoint: dict[str, Any], routing_key: str, offset:
         "source_partition": offset % 4,
         "source_offset": offset,
     }
-    encoded: bytes = codec.encode("ResolvedTouchpoint", resolved)
-    return encoded
-
-
-TABLES = ("profiles", "payloads")
+    return base64.b64encode(codec.encode("ResolvedTouchpoint", resolved)).decode()
 
 
 def copies(samples: list[Sample], count: int, partitions: int) -> Iterator[Any]:
-    """``count`` profiles as (table, partition, key, value) changelog records: the samples under
-    new ids, and their events' records under keys of the copy (so that each copy holds its own)."""
+    """``count`` profiles as (partition, key, value) changelog records: the samples under new
+    ids, each with its events' records under keys of its own."""
     for n in range(count):
         partition = n % partitions
         key = f"bench-{n:08d}"
         sample = samples[n % len(samples)]
+        for i, record in enumerate(sample.records):
+            yield partition, orjson.dumps(f"{RECORD_KEY}{key}/{i}"), orjson.dumps(record)
         value = sample.profile | {"profile_id": key, "partition": partition}
-        yield "profiles", partition, orjson.dumps(key), orjson.dumps(value)
-        for i, payload in enumerate(sample.payloads):
-            yield "payloads", partition, orjson.dumps(f"{key}/{i}"), payload
+        yield partition, orjson.dumps(key), orjson.dumps(value)
 
 
 def fill_changelog(settings: Settings, samples: list[Sample], count: int) -> int:
-    """Write the profiles to the changelog topics faust restores the tables from; bytes written."""
-    changelogs = {table: f"{settings.app_id}-{table}-changelog" for table in TABLES}
+    """Write the profiles to the changelog topic faust restores the table from; bytes written."""
+    topic = f"{settings.app_id}-profiles-changelog"
     admin = AdminClient(client_config(settings))
-    created = [NewTopic(topic, settings.partitions, 1) for topic in changelogs.values()]
-    for future in admin.create_topics(created).values():
+    for future in admin.create_topics([NewTopic(topic, settings.partitions, 1)]).values():
         future.result()
     producer = Producer(producer_config(settings) | {"linger.ms": 50})
     written = 0
-    for table, partition, key, value in copies(samples, count, settings.partitions):
+    for partition, key, value in copies(samples, count, settings.partitions):
         while True:
             try:
-                producer.produce(changelogs[table], value, key, partition=partition)
+                producer.produce(topic, value, key, partition=partition)
                 break
             except BufferError:
                 producer.poll(0.1)
@@ -159,8 +156,8 @@ def bench_store(settings: Settings, store: str, samples: list[Sample], count: in
 def bench_state(settings: Settings, profiles: int, partitions: int) -> dict[str, Any]:
     samples = sample_profiles()
     sizes = [len(orjson.dumps(sample.profile)) for sample in samples]
-    records = [sum(map(len, sample.payloads)) for sample in samples]
-    events = [len(sample.payloads) for sample in samples]
+    records = [sum(len(r) + 2 for r in sample.records) for sample in samples]  # JSON strings
+    events = [len(sample.records) for sample in samples]
     base = settings.model_copy(update={"partitions": partitions, "workers": 1})
     return {
         "profiles": profiles,

@@ -210,15 +210,13 @@ def _wire(app: faust.App, settings: Settings) -> None:
     # faust's RocksDB store keeps (and edits) the options it is given: one dict per table.
     nodes = app.Table("identity-graph", default=None, schema=_json(), **_table_options(settings))
     profiles = app.Table("profiles", default=None, schema=_json(), **_table_options(settings))
-    # faust serialises a table's values by its value_type (bytes: as they are), not its schema.
-    payloads = app.Table("payloads", default=None, value_type=bytes, **_table_options(settings))
     # Each stage's end-of-run bookkeeping, keyed "stage:partition", so a worker that takes a
     # partition over in a rebalance carries on where the last owner stopped.
     control = app.Table("control", default=None, schema=_json(), **_table_options(settings))
     stages: tuple[Stage, ...] = (
         IngestStage(settings, codec, outbox, control),
         IdentityStage(settings, codec, outbox, control, nodes),
-        JourneyStage(settings, codec, outbox, control, profiles, payloads),
+        JourneyStage(settings, codec, outbox, control, profiles),
     )
     for stage in stages:
         _agent(app, stage, outbox.topic(stage.input_topic))

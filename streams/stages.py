@@ -2,7 +2,7 @@
 
 ingest   touchpoints → identity           validate, dead-letter, watermark per input partition
 identity identity → touchpoints.resolved  the identity graph (table ``identity-graph``)
-journey  touchpoints.resolved → sinks     profiles and journeys (tables ``profiles``, ``payloads``)
+journey  touchpoints.resolved → sinks     profiles and journeys (table ``profiles``)
 
 Each stage's state lives in a faust table whose changelog restores it on whichever worker takes
 the partition over. Control records (watermarks, end-of-run markers and rounds) are sent to every
@@ -47,10 +47,15 @@ from parcours.streams.timers import Timers
 
 log = logging.getLogger(__name__)
 
-Table = MutableMapping[str, dict[str, Any]]
+Table = MutableMapping[str, Any]
 """A faust table in the worker (JSON values, changelogged); any dict in tests."""
-Payloads = MutableMapping[str, bytes]
-"""A faust table of raw records by event id, written once per event; any dict in tests."""
+
+RECORD_KEY = "record:"
+"""Prefix of the keys under which the journey stage keeps the record each event came in, once,
+beside the profiles (a profile is saved whole at every change, and that record is most of an
+event's bytes). In the profiles table on purpose: a record is written to the same changelog
+partition as, and before, the profile save that holds its event, so a restored profile never
+lacks the record of an event it holds."""
 
 WATERMARK_EVERY_MS = 500
 """How often (wall clock) a task acts on how far its event time has got: ingest tells the next
@@ -533,13 +538,9 @@ class JourneyStage(Stage):
         outbox: Outbox,
         control: Table,
         profiles: Table,
-        payloads: Payloads,
     ) -> None:
         super().__init__(settings, codec, outbox, control)
         self.profiles = profiles
-        self.payloads = payloads
-        """The record each event came in, by event id: written once, where a profile is saved
-        whole at every change (the record is most of an event's bytes)."""
         self.current: tuple[str, dict[str, Any]] | None = None
         """The touchpoint being handled, decoded: its own placement needs no lookup."""
         self.core = JourneyCore(self.rules)
@@ -569,6 +570,8 @@ class JourneyStage(Stage):
         timers = self.timers[partition] = Timers()
         self.offsets[partition] = resumed_at
         for key, data in list(self.profiles.items()):
+            if key.startswith(RECORD_KEY):
+                continue
             if data.get("partition") != partition or data.get("merged_into"):
                 continue
             if data.get("offset", resumed_at) < resumed_at:
@@ -635,8 +638,8 @@ class JourneyStage(Stage):
             await self.on_merge(record["loser"], record["survivor"], record["occurred_at"], source)
         elif kind == "ProfileTransfer":
             state = orjson.loads(record["state"])
-            for event_id, payload in state.pop("payloads", {}).items():
-                self.keep_payload(event_id, base64.b64decode(payload))
+            for event_id, kept in state.pop("records", {}).items():
+                self.keep_record(event_id, kept)
             loser = ProfileState.from_json(state)
             await self.on_transfer(record["survivor"], loser, record["occurred_at"], source)
         else:
@@ -657,7 +660,7 @@ class JourneyStage(Stage):
         touchpoint = record["touchpoint"]
         occurred_at = epoch_ms(touchpoint["occurred_at"]) or 0
         facts = facts_of(touchpoint, occurred_at)
-        self.keep_payload(facts.event_id, raw)
+        self.keep_record(facts.event_id, base64.b64encode(raw).decode())
         identities = touchpoint["identities"].items()
         state.learn_identities({k: v for k, v in identities if not is_blocklisted(v)})
         watermark, finished = self.time(source.partition)
@@ -668,19 +671,20 @@ class JourneyStage(Stage):
             self.current = None
         self.save(state, source.partition)
 
-    def keep_payload(self, event_id: str, raw: bytes) -> None:
+    def keep_record(self, event_id: str, record_b64: str) -> None:
         # Once: a duplicate of the event (or a repeated transfer) sends no changelog record.
-        if event_id not in self.payloads:
-            self.payloads[event_id] = raw
+        key = RECORD_KEY + event_id
+        if key not in self.profiles:
+            self.profiles[key] = record_b64
 
     def stored(self, event_id: str) -> dict[str, Any]:
         """The ``ResolvedTouchpoint`` record event ``event_id`` came in (not to be mutated)."""
         if self.current is not None and self.current[0] == event_id:
             return self.current[1]
-        raw = self.payloads.get(event_id)
-        if raw is None:
-            raise StateError("no record kept for this event", table="payloads", key=event_id)
-        record: dict[str, Any] = self.codec.decode(raw)[1]
+        kept = self.profiles.get(RECORD_KEY + event_id)
+        if kept is None:
+            raise StateError("no record kept for this event", table="profiles", key=event_id)
+        record: dict[str, Any] = self.codec.decode(base64.b64decode(kept))[1]
         return record
 
     async def on_merge(self, loser: str, survivor: str, cause: int, source: Source) -> None:
@@ -701,15 +705,15 @@ class JourneyStage(Stage):
     ) -> None:
         """Send ``loser``'s whole state to the survivor's partition."""
         self.touched(source.partition)
-        payloads = {
-            event_id: base64.b64encode(raw).decode()
+        records = {
+            event_id: kept
             for event_id in loser.events
-            if (raw := self.payloads.get(event_id)) is not None
+            if (kept := self.profiles.get(RECORD_KEY + event_id)) is not None
         }
         record = {
             "loser": loser.profile_id,
             "survivor": survivor,
-            "state": orjson.dumps(loser.to_json() | {"payloads": payloads}),
+            "state": orjson.dumps(loser.to_json() | {"records": records}),
             "occurred_at": cause,
         }
         await self.out.send(self.input_topic, "ProfileTransfer", record, key=survivor)
