@@ -207,6 +207,7 @@ def _ensure(path: Path) -> Path:
 def _wire(app: faust.App, settings: Settings) -> None:
     codec = codec_for(settings)
     outbox = Outbox(app, settings, codec)
+    _flush_before_commits(app, outbox)
     # faust's RocksDB store keeps (and edits) the options it is given: one dict per table.
     nodes = app.Table("identity-graph", default=None, schema=_json(), **_table_options(settings))
     profiles = app.Table("profiles", default=None, schema=_json(), **_table_options(settings))
@@ -223,6 +224,20 @@ def _wire(app: faust.App, settings: Settings) -> None:
         if stage.loop:
             stage.owned = _owned(app, settings.topic(stage.input_topic))
             app.timer(interval=WATERMARK_EVERY_MS / 1000)(stage.tick)
+
+
+def _flush_before_commits(app: faust.App, outbox: Outbox) -> None:
+    """faust flushes its producer before it commits offsets (and when partitions are revoked):
+    by then the outbox's records must be acknowledged too, or a crash right after the commit
+    would lose them."""
+    producer: Any = app.producer
+    flush_tables = producer.flush
+
+    async def flush() -> None:
+        await outbox.flush()
+        await flush_tables()
+
+    producer.flush = flush
 
 
 def _owned(app: faust.App, topic: str) -> Callable[[int], bool]:

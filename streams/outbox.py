@@ -1,14 +1,28 @@
-"""Where the stages' records go: Avro-encoded sends to a topic, one partition or all of them."""
+"""Where the stages' records go: Avro-encoded sends to a topic, one partition or all of them.
+
+Records leave through librdkafka (confluent-kafka), not through faust's producer: each event
+costs a worker about eight sends, and aiokafka builds every one of them in Python (its
+accumulator and sender), where librdkafka queues a record in a few microseconds and batches it
+in its own thread. faust still commits the offsets, and it flushes its producer before each
+commit: :meth:`Outbox.flush` runs first, so an input offset is committed only once every record
+sent while handling the records before it has been acknowledged (at-least-once, as before).
+Table changelogs stay with faust."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import faust
+from confluent_kafka import KafkaError, Message, Producer
 from parcours.schemas import topics
 from parcours.schemas.codec import Codec
-from parcours.schemas.kafka import topic_partitions
+from parcours.schemas.errors import BrokerError
+from parcours.schemas.kafka import producer_config, topic_partitions
 from parcours.schemas.settings import Settings
+
+FLUSH_POLL_SECONDS = 0.002
+"""How often a flush looks at what is still unacknowledged (the event loop runs meanwhile)."""
 
 
 class Outbox:
@@ -19,9 +33,18 @@ class Outbox:
             name: app.topic(settings.topic(name), key_type=bytes, value_type=bytes)
             for name in topics.ALL
         }
+        self._names = {name: settings.topic(name) for name in topics.ALL}
         self._partitions: dict[str, int] = {}
+        self._producer = Producer(
+            producer_config(settings)
+            # The partitioner of the Java client and of aiokafka: a key's partition does not
+            # depend on which client sent it.
+            | {"partitioner": "murmur2_random", "linger.ms": 5}
+        )
+        self._failed: list[tuple[str, int, KafkaError]] = []
 
     def topic(self, name: str) -> Any:
+        """The faust topic a stage's agent consumes."""
         return self.topics[name]
 
     def partitions(self, name: str) -> int:
@@ -35,16 +58,44 @@ class Outbox:
         await self.send_raw(name, self.codec.encode(schema, record), key=key)
 
     async def send_raw(self, name: str, value: bytes, *, key: str | None = None) -> None:
-        await self.topics[name].send(key=key.encode() if key else None, value=value)
+        await self._produce(name, value, key.encode() if key else None, -1)
 
     async def to_partition(
         self, name: str, schema: str, record: dict[str, Any], partition: int
     ) -> None:
-        value = self.codec.encode(schema, record)
-        await self.topics[name].send(key=b"control", value=value, partition=partition)
+        await self._produce(name, self.codec.encode(schema, record), b"control", partition)
 
     async def everywhere(self, name: str, schema: str, record: dict[str, Any]) -> None:
         """To every partition of ``name``, for control records each task downstream must see."""
         value = self.codec.encode(schema, record)
         for partition in range(self.partitions(name)):
-            await self.topics[name].send(key=b"control", value=value, partition=partition)
+            await self._produce(name, value, b"control", partition)
+
+    async def _produce(self, name: str, value: bytes, key: bytes | None, partition: int) -> None:
+        while True:
+            try:
+                self._producer.produce(
+                    self._names[name], value, key, partition, on_delivery=self._delivered
+                )
+                break
+            except BufferError:  # librdkafka's queue is full: wait for the broker (backpressure)
+                self._producer.poll(0)
+                await asyncio.sleep(FLUSH_POLL_SECONDS)
+        self._producer.poll(0)  # serves delivery reports, so acknowledged records leave the queue
+
+    def _delivered(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            self._failed.append((str(message.topic()), int(message.partition() or 0), error))
+
+    async def flush(self) -> None:
+        """Until every record sent so far is acknowledged; BrokerError if one was refused (then
+        nothing is committed, and the records are handled again)."""
+        while len(self._producer) > 0:
+            self._producer.poll(0)
+            await asyncio.sleep(FLUSH_POLL_SECONDS)
+        if self._failed:
+            topic, partition, error = self._failed[0]
+            failed, self._failed = len(self._failed), []
+            raise BrokerError(
+                f"{failed} record(s) not delivered: {error}", topic=topic, partition=partition
+            )
