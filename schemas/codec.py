@@ -75,7 +75,9 @@ class Codec:
 
     def _read(self, body: bytes, writer: Any, reader: AvroSchema) -> dict[str, Any]:
         try:
-            record = fastavro.schemaless_reader(io.BytesIO(body), writer, reader.parsed)
+            # Written with the schema it is read with (the usual case): no resolution to do.
+            resolve = None if writer is reader.parsed else reader.parsed
+            record = fastavro.schemaless_reader(io.BytesIO(body), writer, resolve)
         except Exception as exc:  # fastavro raises EOFError, ValueError, SchemaResolutionError…
             raise SchemaError(f"corrupt Avro body: {exc!r}", schema=reader.name) from exc
         if not isinstance(record, dict):

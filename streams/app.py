@@ -22,6 +22,7 @@ from parcours.schemas.producer import codec_for
 from parcours.schemas.records import Source
 from parcours.schemas.settings import Settings
 from parcours.schemas.watchdog import watch
+from parcours.streams import tables
 from parcours.streams.broker import trust_no_end_offsets
 from parcours.streams.outbox import Outbox
 from parcours.streams.stages import (
@@ -208,12 +209,17 @@ def _wire(app: faust.App, settings: Settings) -> None:
     codec = codec_for(settings)
     outbox = Outbox(app, settings, codec)
     _flush_before_commits(app, outbox)
-    # faust's RocksDB store keeps (and edits) the options it is given: one dict per table.
-    nodes = app.Table("identity-graph", default=None, schema=_json(), **_table_options(settings))
-    profiles = app.Table("profiles", default=None, schema=_json(), **_table_options(settings))
+
+    def table(name: str) -> Any:
+        # faust's RocksDB store keeps (and edits) the options it is given: one dict per table.
+        return tables.table(
+            app, name, outbox, default=None, schema=_json(), **_table_options(settings)
+        )
+
+    nodes, profiles = table("identity-graph"), table("profiles")
     # Each stage's end-of-run bookkeeping, keyed "stage:partition", so a worker that takes a
     # partition over in a rebalance carries on where the last owner stopped.
-    control = app.Table("control", default=None, schema=_json(), **_table_options(settings))
+    control = table("control")
     stages: tuple[Stage, ...] = (
         IngestStage(settings, codec, outbox, control),
         IdentityStage(settings, codec, outbox, control, nodes),

@@ -11,6 +11,7 @@ Table changelogs stay with faust."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -82,6 +83,30 @@ class Outbox:
                 self._producer.poll(0)
                 await asyncio.sleep(FLUSH_POLL_SECONDS)
         self._producer.poll(0)  # serves delivery reports, so acknowledged records leave the queue
+
+    def to_changelog(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes | None,
+        value: bytes | None,
+        stored: Callable[[int, int], None],
+    ) -> None:
+        """A table change (faust makes it outside a coroutine); ``stored(partition, offset)``
+        once the broker has it."""
+
+        def delivered(error: KafkaError | None, message: Message) -> None:
+            self._delivered(error, message)
+            if error is None:
+                stored(int(message.partition() or 0), int(message.offset() or 0))
+
+        while True:
+            try:
+                self._producer.produce(topic, value, key, partition, on_delivery=delivered)
+                break
+            except BufferError:  # the queue is full: wait for the broker (backpressure)
+                self._producer.poll(FLUSH_POLL_SECONDS)
+        self._producer.poll(0)
 
     def _delivered(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:

@@ -1,0 +1,69 @@
+"""The worker's sends (records and table changes) against the real broker: a flush returns once
+the broker holds every one of them, in the order sent; a record it refuses fails the flush."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import faust
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from parcours.deploy.stack import Stack, create_topics
+from parcours.schemas import topics
+from parcours.schemas.codec import Codec
+from parcours.schemas.errors import BrokerError
+from parcours.schemas.kafka import consumer_config
+from parcours.streams.outbox import Outbox
+
+pytestmark = pytest.mark.integration
+
+
+def _outbox(stack: Stack) -> Outbox:
+    settings = stack.settings.model_copy(update={"topic_prefix": f"ob{uuid.uuid4().hex[:6]}."})
+    create_topics(settings)
+    return Outbox(faust.App("outbox-test", broker="kafka://localhost"), settings, Codec())
+
+
+def _values(outbox: Outbox, name: str, partition: int, count: int) -> list[bytes]:
+    settings = outbox.settings
+    consumer = Consumer(consumer_config(settings, f"test-{uuid.uuid4().hex[:8]}"))
+    consumer.assign([TopicPartition(settings.topic(name), partition, OFFSET_BEGINNING)])
+    try:
+        messages = consumer.consume(count, timeout=10)
+    finally:
+        consumer.close()
+    return [m.value() or b"" for m in messages if not m.error()]
+
+
+def test_a_flush_returns_once_the_broker_holds_every_record_and_table_change(
+    stack: Stack,
+) -> None:
+    outbox = _outbox(stack)
+    stored: list[tuple[int, int]] = []
+    changelog = outbox.settings.topic(topics.JOURNEYS)  # any topic stands for a changelog here
+
+    async def send() -> None:
+        for n in range(200):
+            await outbox.to_partition(topics.PIVOTS, "Tick", {"task": n}, 2)
+            outbox.to_changelog(changelog, 1, b"k", b"%d" % n, lambda p, o: stored.append((p, o)))
+        await outbox.flush()
+
+    asyncio.run(send())
+
+    assert stored == [(1, offset) for offset in range(200)]  # every one acknowledged, in order
+    ticks = [outbox.codec.decode(v)[1]["task"] for v in _values(outbox, topics.PIVOTS, 2, 200)]
+    assert ticks == list(range(200))
+    assert _values(outbox, topics.JOURNEYS, 1, 200) == [b"%d" % n for n in range(200)]
+
+
+def test_a_refused_record_fails_the_flush_with_its_topic(stack: Stack) -> None:
+    outbox = _outbox(stack)
+    missing = outbox.settings.topic(topics.PIVOTS)
+
+    async def send() -> None:
+        outbox.to_changelog(missing, 99, b"k", b"v", lambda p, o: None)  # no partition 99
+        await outbox.flush()
+
+    with pytest.raises(BrokerError, match=missing):
+        asyncio.run(send())
