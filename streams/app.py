@@ -69,10 +69,6 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
         broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=max(0.5, settings.session_timeout_seconds / 6),
         broker_commit_interval=timedelta(seconds=1),
-        # Each produce request costs the broker (and aiokafka) far more than its records do: a
-        # few milliseconds of linger lets a stage's sends to one partition travel together.
-        producer_linger=0.005,
-        producer_max_batch_size=256 * 1024,
     )
     if not settings.kafka_sasl_mechanism:  # the check reads with a plain client
         trust_no_end_offsets(settings.kafka_bootstrap)
