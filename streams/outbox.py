@@ -43,6 +43,10 @@ class Outbox:
             | {"partitioner": "murmur2_random"}
         )
         self._failed: list[tuple[str, int, KafkaError]] = []
+        self._next = 0
+        """Sequence number of the next record sent."""
+        self._pending: dict[int, None] = {}
+        """Sequence numbers of the records not acknowledged yet, oldest first."""
 
     def topic(self, name: str) -> Any:
         """The faust topic a stage's agent consumes."""
@@ -59,30 +63,18 @@ class Outbox:
         await self.send_raw(name, self.codec.encode(schema, record), key=key)
 
     async def send_raw(self, name: str, value: bytes, *, key: str | None = None) -> None:
-        await self._produce(name, value, key.encode() if key else None, -1)
+        self._send(self._names[name], value, key.encode() if key else None, -1)
 
     async def to_partition(
         self, name: str, schema: str, record: dict[str, Any], partition: int
     ) -> None:
-        await self._produce(name, self.codec.encode(schema, record), b"control", partition)
+        self._send(self._names[name], self.codec.encode(schema, record), b"control", partition)
 
     async def everywhere(self, name: str, schema: str, record: dict[str, Any]) -> None:
         """To every partition of ``name``, for control records each task downstream must see."""
         value = self.codec.encode(schema, record)
         for partition in range(self.partitions(name)):
-            await self._produce(name, value, b"control", partition)
-
-    async def _produce(self, name: str, value: bytes, key: bytes | None, partition: int) -> None:
-        while True:
-            try:
-                self._producer.produce(
-                    self._names[name], value, key, partition, on_delivery=self._delivered
-                )
-                break
-            except BufferError:  # librdkafka's queue is full: wait for the broker (backpressure)
-                self._producer.poll(0)
-                await asyncio.sleep(FLUSH_POLL_SECONDS)
-        self._producer.poll(0)  # serves delivery reports, so acknowledged records leave the queue
+            self._send(self._names[name], value, b"control", partition)
 
     def to_changelog(
         self,
@@ -94,28 +86,42 @@ class Outbox:
     ) -> None:
         """A table change (faust makes it outside a coroutine); ``stored(partition, offset)``
         once the broker has it."""
+        self._send(topic, value, key, partition, stored)
+
+    def _send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        partition: int,
+        stored: Callable[[int, int], None] | None = None,
+    ) -> None:
+        sequence = self._next
+        self._next += 1
 
         def delivered(error: KafkaError | None, message: Message) -> None:
-            self._delivered(error, message)
-            if error is None:
+            del self._pending[sequence]
+            if error is not None:
+                self._failed.append((topic, int(message.partition() or 0), error))
+            elif stored is not None:
                 stored(int(message.partition() or 0), int(message.offset() or 0))
 
         while True:
             try:
                 self._producer.produce(topic, value, key, partition, on_delivery=delivered)
                 break
-            except BufferError:  # the queue is full: wait for the broker (backpressure)
+            except BufferError:  # librdkafka's queue is full: wait for the broker (backpressure)
                 self._producer.poll(FLUSH_POLL_SECONDS)
-        self._producer.poll(0)
-
-    def _delivered(self, error: KafkaError | None, message: Message) -> None:
-        if error is not None:
-            self._failed.append((str(message.topic()), int(message.partition() or 0), error))
+        self._pending[sequence] = None
+        self._producer.poll(0)  # serves delivery reports, so acknowledged records leave the queue
 
     async def flush(self) -> None:
-        """Until every record sent so far is acknowledged; BrokerError if one was refused (then
-        nothing is committed, and the records are handled again)."""
-        while len(self._producer) > 0:
+        """Until every record sent before this call is acknowledged (not those sent meanwhile:
+        under load the queue is never empty); BrokerError if one was refused (then nothing is
+        committed, and the records are handled again)."""
+        mark = self._next
+        # Sequence numbers enter in increasing order, so the first pending one is the oldest.
+        while self._pending and next(iter(self._pending)) < mark:
             self._producer.poll(0)
             await asyncio.sleep(FLUSH_POLL_SECONDS)
         if self._failed:
