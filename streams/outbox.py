@@ -1,12 +1,12 @@
 """Where the stages' records go: Avro-encoded sends to a topic, one partition or all of them.
 
 Records leave through librdkafka (confluent-kafka), not through faust's producer: each event
-costs a worker about eight sends, and aiokafka builds every one of them in Python (its
+costs a worker about ten sends, and aiokafka builds every one of them in Python (its
 accumulator and sender), where librdkafka queues a record in a few microseconds and batches it
-in its own thread. faust still commits the offsets, and it flushes its producer before each
-commit: :meth:`Outbox.flush` runs first, so an input offset is committed only once every record
-sent while handling the records before it has been acknowledged (at-least-once, as before).
-Table changelogs stay with faust."""
+in its own thread. The tables' changes leave through it too (streams/tables.py). faust still
+commits the offsets, and it flushes its producer before each commit: :meth:`Outbox.flush` runs
+first, so an input offset is committed only once every record and table change sent while
+handling the records before it has been acknowledged (at-least-once, as before)."""
 
 from __future__ import annotations
 
