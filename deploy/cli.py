@@ -236,7 +236,7 @@ def up(
 
 
 def _spawn_supervisor(settings: Settings, partitions: int | None, workers: int | None) -> None:
-    from parcours.deploy.processes import parcours_argv
+    from parcours.deploy.processes import log_tail, parcours_argv
     from parcours.deploy.stack import running_stack, wait_until
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -256,7 +256,7 @@ def _spawn_supervisor(settings: Settings, partitions: int | None, workers: int |
 
     def ready() -> bool:
         if process.poll() is not None:
-            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+            tail = log_tail(log_path, 15)
             raise click.ClickException(f"the stack did not start; {log_path} ends with:\n{tail}")
         return running_stack(settings) is not None
 

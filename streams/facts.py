@@ -2,7 +2,7 @@
 
 Profiles keep every event and are saved whole at each change, so this stays small: the record an
 event came in (for the rows and messages that need all of it: cart items, identities) is kept once,
-by event id, in a table of its own (streams/stages.py).
+by event id, beside the profile (streams/stages.py, ``RECORD_KEY``).
 """
 
 from __future__ import annotations
