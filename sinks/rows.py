@@ -135,6 +135,8 @@ def handoff_row(record: dict[str, Any]) -> dict[str, Any]:
         "repeat_contacts": record["repeat_contacts"],
         "repeat_channels": record["repeat_channels"],
         "recent": [f"{step['channel']}:{step['action']}" for step in record["recent"]],
+        "version": record["version"],
+        "retracted": int(record["retracted"]),
     }
 
 

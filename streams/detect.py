@@ -384,10 +384,19 @@ class Handoff:
     """The latest contact with a case or topic, unless that case was resolved."""
     repeat_channels: tuple[str, ...]
     """Other channels on which the same case (or topic) was raised before."""
+    retracted: bool = False
+    """Its pivot is gone (an earlier touchpoint on the same channel arrived after it)."""
 
     @property
     def handoff_id(self) -> str:
         return _digest("h-", self.pivot.event_id)
+
+    @property
+    def fingerprint(self) -> str:
+        """What the agent is shown, in short: a hand-off is sent again only when it changes
+        (the identities are the profile's as known when it is sent, not part of it)."""
+        shown = (self.pivot, self.recent, self.failure, self.cart, self.case, self.repeat_channels)
+        return _digest("", repr(shown))
 
 
 def handoff_of(

@@ -236,7 +236,8 @@ class ProfileState:
     tail: _Open | None = None
     pivots: dict[str, Pivot] = field(default_factory=dict)
     """Published pivots by landing event."""
-    handed_off: set[str] = field(default_factory=set)
+    handed_off: dict[str, str] = field(default_factory=dict)
+    """Landing event → fingerprint of the hand-off last sent for it."""
     fired: dict[str, Fired] = field(default_factory=dict)
     """Drop-offs that fired, by cart or case key: final, one per key."""
     horizon: int | None = None
@@ -266,7 +267,7 @@ class ProfileState:
             "version": self.version,
             "merged_into": self.merged_into,
             "pivots": [p.to_json() for p in self.pivots.values()],
-            "handed_off": sorted(self.handed_off),
+            "handed_off": self.handed_off,
             "fired": [f.to_json() for f in self.fired.values()],
             "horizon": self.horizon,
             "due": self.due,
@@ -289,7 +290,7 @@ class ProfileState:
             last=(int(data["last"][0]), str(data["last"][1])) if data.get("last") else None,
             tail=_Open.from_json(data["tail"]) if data.get("tail") else None,
             pivots={p.event_id: p for p in pivots},
-            handed_off=set(data.get("handed_off", ())),
+            handed_off=_handed_off(data.get("handed_off")),
             fired={f.key: f for f in fired},
             horizon=data.get("horizon"),
             due=data.get("due"),
@@ -348,11 +349,14 @@ class JourneyCore:
         if late != event.late:
             event = replace(event, late=late)
         state.events[event.event_id] = event
-        if state.last is not None and event.order > state.last:
+        # After every other event (the usual case) it cannot change what an earlier hand-off
+        # showed; otherwise every hand-off still live is looked at again.
+        in_order = state.last is not None and event.order > state.last
+        if in_order:
             out, pivots = self._append(state, event, watermark)
         else:
             out, pivots = self._restitch(state, watermark)
-        self._detect(state, out, pivots, watermark, finished, appended=event)
+        self._detect(state, out, pivots, watermark, finished, appended=event, recheck=not in_order)
         return out
 
     def _append(
@@ -397,7 +401,8 @@ class JourneyCore:
             state.pivots.setdefault(event_id, replace(pivot, journey_id=""))
         moved = [fired for key, fired in loser.fired.items() if key not in state.fired]
         state.fired.update({fired.key: fired for fired in moved})
-        state.handed_off |= loser.handed_off
+        for event_id, sent in loser.handed_off.items():
+            state.handed_off.setdefault(event_id, sent)
         for kind, values in loser.identities.items():
             for value in values:
                 state.learn_identities({kind: value})
@@ -409,7 +414,7 @@ class JourneyCore:
         out, pivots = self._restitch(state, watermark)
         out.dropoffs += moved
         out.followups += moved
-        self._detect(state, out, pivots, watermark, finished, rescan=True)
+        self._detect(state, out, pivots, watermark, finished, rescan=True, recheck=True)
         return out
 
     def republish(self, state: ProfileState) -> Outputs:
@@ -482,10 +487,12 @@ class JourneyCore:
         *,
         appended: EventFacts | None = None,
         rescan: bool = False,
+        recheck: bool = False,
     ) -> None:
-        """Pivots, hand-offs, drop-offs and follow-ups after the journeys were brought up to date."""
+        """Pivots, hand-offs, drop-offs and follow-ups after the journeys were brought up to date.
+        ``recheck``: the history before a live hand-off's landing may have changed."""
         if pivots is not None:
-            self._pivots(state, out, pivots)
+            self._pivots(state, out, pivots, recheck=recheck)
         if watermark is not None:
             horizon = self.rules.horizon(watermark, finished=finished)
             state.horizon = _max(state.horizon, horizon)
@@ -514,28 +521,43 @@ class JourneyCore:
         if out.followups or out.handoffs:
             out.identities = {kind: list(values) for kind, values in state.identities.items()}
 
-    def _pivots(self, state: ProfileState, out: Outputs, pivots: dict[str, Pivot]) -> None:
+    def _pivots(
+        self, state: ProfileState, out: Outputs, pivots: dict[str, Pivot], *, recheck: bool
+    ) -> None:
+        """A hand-off is sent when its pivot appears and again, same ``handoff_id``, whenever what
+        it shows changes while its landing is live: an event before the landing that arrives
+        after it (within the allowed lateness) or a merge. Once the horizon passes the landing,
+        the last one sent is what the full history up to the landing shows, whatever the
+        arrival order. A hand-off whose pivot a re-stitch removed is sent once more, retracted."""
         out.pivots = [p for eid, p in pivots.items() if state.pivots.get(eid) != p]
         out.retracted_pivots = [p for eid, p in state.pivots.items() if eid not in pivots]
         state.pivots = pivots
+        candidates = pivots.values() if recheck else out.pivots
         assisted = [
             p
-            for p in out.pivots
+            for p in candidates
             if p.to_channel in self.rules.assisted_channels
-            and p.event_id not in state.handed_off
+            and (recheck or p.event_id not in state.handed_off)
             and self._live(state, state.events[p.event_id])
         ]
-        if not assisted:
+        gone = [p for p in out.retracted_pivots if p.event_id in state.handed_off]
+        if not (assisted or gone):
             return
         history = state.sorted_events()
+        for pivot in gone:
+            del state.handed_off[pivot.event_id]
+            out.handoffs.append(replace(self._handoff(state, pivot, history), retracted=True))
         for pivot in sorted(assisted, key=lambda p: state.events[p.event_id].order):
-            landing = state.events[pivot.event_id]
-            before = [e for e in history if e.order <= landing.order]
-            journey = [e for e in before if _journey_of(state, e.event_id) == pivot.journey_id]
-            out.handoffs.append(
-                handoff_of(pivot, state.profile_id, state.identities, before, journey, self.rules)
-            )
-            state.handed_off.add(pivot.event_id)
+            handoff = self._handoff(state, pivot, history)
+            if state.handed_off.get(pivot.event_id) != handoff.fingerprint:
+                out.handoffs.append(handoff)
+                state.handed_off[pivot.event_id] = handoff.fingerprint
+
+    def _handoff(self, state: ProfileState, pivot: Pivot, history: list[EventFacts]) -> Handoff:
+        landing = state.events[pivot.event_id]
+        before = [e for e in history if e.order <= landing.order]
+        journey = [e for e in before if _journey_of(state, e.event_id) == pivot.journey_id]
+        return handoff_of(pivot, state.profile_id, state.identities, before, journey, self.rules)
 
     @staticmethod
     def _live(state: ProfileState, event: EventFacts) -> bool:
@@ -634,6 +656,13 @@ def _standing(state: ProfileState) -> dict[str, Fired]:
 
 def _journey_of(state: ProfileState, event_id: str) -> str:
     return state.placed.get(event_id, "").partition("/")[0]
+
+
+def _handed_off(saved: list[str] | dict[str, str] | None) -> dict[str, str]:
+    """Profiles saved before hand-offs had fingerprints kept only the landing events."""
+    if isinstance(saved, list):
+        return dict.fromkeys(saved, "")
+    return dict(saved or {})
 
 
 def _max(a: int | None, b: int | None) -> int | None:

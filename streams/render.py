@@ -119,7 +119,7 @@ def _step(event: EventFacts) -> dict[str, Any]:
     }
 
 
-def handoff_record(handoff: Handoff, payload_of: Payload) -> dict[str, Any]:
+def handoff_record(handoff: Handoff, version: int, payload_of: Payload) -> dict[str, Any]:
     pivot = handoff.pivot
     return {
         "handoff_id": handoff.handoff_id,
@@ -137,6 +137,8 @@ def handoff_record(handoff: Handoff, payload_of: Payload) -> dict[str, Any]:
         "case": _step(handoff.case) if handoff.case else None,
         "repeat_contacts": len(handoff.repeat_channels),
         "repeat_channels": list(handoff.repeat_channels),
+        "version": version,
+        "retracted": handoff.retracted,
     }
 
 

@@ -765,7 +765,7 @@ class JourneyStage(Stage):
             record = pivot_record(pivot, profile, out.version, retracted=True)
             await self.out.send(topics.PIVOTS, "Pivot", record, key=profile)
         for handoff in out.handoffs:
-            record = handoff_record(handoff, self.payload_of)
+            record = handoff_record(handoff, out.version, self.payload_of)
             await self.out.send(topics.HANDOFFS, "Handoff", record, key=profile)
         for fired in out.dropoffs:
             record = dropoff_record(fired, profile, out.version)

@@ -22,6 +22,7 @@ MIGRATIONS = (
     (5, "retractions"),
     (6, "constraints"),
     (7, "current_truth"),
+    (8, "profiles"),
 )
 
 
@@ -83,7 +84,7 @@ def test_a_002_database_with_detections_upgrades_to_versioned_tables_and_kpis(
             "('j1', 'p1', '2026-11-02 10:00:00', 'chatbot', 'phone', 60, true, 'e0', 'e1')"
         )
 
-        assert migrate(backend) == [3, 4, 5, 6, 7, 8]
+        assert migrate(backend) == [3, 4, 5, 6, 7, 8, 9]
         assert migrate(backend) == []
 
         rows = rows_of(
@@ -136,7 +137,7 @@ def test_a_004_database_keeps_its_dropoffs_and_followups_current_after_005(
             "version) VALUES ('f1', 'p1', 'abandoned_cart', 'scheduled', '', 1), "
             "('f2', 'p2', 'abandoned_cart', 'scheduled', '', 1)"
         )
-        assert migrate(backend) == [5, 6, 7, 8]
+        assert migrate(backend) == [5, 6, 7, 8, 9]
         backend.command(
             "INSERT INTO parcours.dropoff_versions (journey_id, profile_id, kind, anchor_event_id, "
             "deadline, followup_id, version, retracted) VALUES "
@@ -175,7 +176,7 @@ def test_006_refuses_touchpoints_without_an_event_id_and_keeps_existing_rows(
             "kafka_offset": 1,
         }
         backend.insert("touchpoints", [row])
-        assert migrate(backend) == [6, 7, 8]
+        assert migrate(backend) == [6, 7, 8, 9]
         # 007 renames the table to touchpoint_versions: the rule goes with it.
         with pytest.raises(RowsRefused, match="event_id_present") as refused:
             backend.insert(
@@ -266,7 +267,7 @@ def test_a_005_database_with_rows_gives_the_same_current_truth_under_the_contrac
             for name, sql in CURRENT_TRUTH.items()
         }
 
-        assert migrate(backend) == [7, 8]
+        assert migrate(backend) == [7, 8, 9]
         assert migrate(backend) == []
 
         after = {
@@ -331,12 +332,45 @@ def test_a_005_database_gets_the_profile_read_model_of_its_rows(tmp_path: Path) 
             "send_at, version) VALUES ('f1', 'p1', 'abandoned_contact', 'scheduled', '', "
             "'2026-11-03 10:00:00', 1)"
         )
-        assert migrate(backend) == [6, 7, 8]
+        assert migrate(backend) == [6, 7, 8, 9]
         profile = read_profile(backend, "crm_id", "C1")
         assert profile is not None and profile["profile_id"] == "p1"
         assert [e["event_id"] for e in profile["recent"]] == ["e1"]
         assert [f["action"] for f in profile["failures"]] == ["chatbot_fallback"]
         assert [j["journey_id"] for j in profile["journeys"]] == ["j1"]
         assert [(f["followup_id"], f["pending"]) for f in profile["followups"]] == [("f1", False)]
+    finally:
+        backend.close()
+
+
+HANDOFF = (
+    "INSERT INTO parcours.handoff_versions (handoff_id, profile_id, journey_id, event_id, "
+    "occurred_at, channel, from_channel, failure_driven, failure_event_id, {column}) VALUES "
+    "('h1', 'p9', 'j9', 'e9', '2026-11-02 11:00:00', 'phone', 'chatbot', true, '{failure}', "
+    "{value})"
+)
+
+
+def test_a_008_database_keeps_its_handoffs_and_then_the_highest_version_wins(
+    tmp_path: Path,
+) -> None:
+    """009 gives hand-offs a version: a re-sent one replaces the first whatever order the sink
+    wrote them in, and the one that was current before the upgrade stays current."""
+    backend = ChdbBackend(tmp_path / "clickhouse", "parcours")
+    try:
+        _apply_until(backend, 8)
+        # One part per row, as the sink writes them in separate batches; e8 written last.
+        for failure, at in (("e7", "2026-11-02 11:00:01.000"), ("e8", "2026-11-02 11:00:01.002")):
+            backend.command(HANDOFF.format(column="ingested_at", failure=failure, value=f"'{at}'"))
+        assert migrate(backend) == [9]
+        assert migrate(backend) == []
+        current = "SELECT handoff_id, failure_event_id FROM parcours.handoffs"
+        assert rows_of(backend.query(current)) == [{"handoff_id": "h1", "failure_event_id": "e8"}]
+        count = "SELECT count() AS n FROM parcours.handoff_versions"
+        assert rows_of(backend.query(count)) == [{"n": 2}]
+        # The sink wrote the re-sent hand-off (the higher version) before the first one.
+        for failure, version in (("e6", 1_800_000_000_000_005), ("e7", 1_800_000_000_000_003)):
+            backend.command(HANDOFF.format(column="version", failure=failure, value=version))
+        assert rows_of(backend.query(current)) == [{"handoff_id": "h1", "failure_event_id": "e6"}]
     finally:
         backend.close()

@@ -280,6 +280,8 @@ def test_every_shipped_schema_round_trips() -> None:
             "case": None,
             "repeat_contacts": 1,
             "repeat_channels": ["chatbot"],
+            "version": 4,
+            "retracted": False,
         },
     }
     for name, record in samples.items():

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, time
+from itertools import permutations
 from zoneinfo import ZoneInfo
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from parcours.streams.detect import Fired, hold_for_quiet_hours
+from parcours.streams.detect import Fired, Handoff, hold_for_quiet_hours
 from parcours.streams.facts import EventFacts
 from parcours.streams.journey import JourneyCore, Outputs, ProfileState, Rules
 
@@ -60,6 +61,10 @@ class Seen:
         self.followups: dict[str, tuple[object, ...]] = {}
         self.messages: list[tuple[str, str]] = []
         self.handoffs: list[str] = []
+        """Landing event of every hand-off sent, in order (a re-sent one appears again)."""
+        self.shown: dict[str, Handoff] = {}
+        """The last hand-off sent per landing event, retracted ones left out."""
+        self.sent: list[Handoff] = []
 
     def take(self, out: Outputs) -> Outputs:
         for p in out.pivots:
@@ -77,6 +82,11 @@ class Seen:
             self.followups[f.followup_id] = (f.status, f.reason, f.channel, f.send_at, f.expires_at)
             self.messages.append((f.followup_id, f.status))
         self.handoffs += [h.pivot.event_id for h in out.handoffs]
+        self.sent += out.handoffs
+        for handoff in out.handoffs:
+            self.shown[handoff.pivot.event_id] = handoff
+            if handoff.retracted:
+                del self.shown[handoff.pivot.event_id]
         return out
 
 
@@ -131,6 +141,71 @@ def test_a_brand_message_between_two_channels_is_not_the_customers_channel() -> 
         [ev(1, T0, "web"), ev(2, T0 + MIN, "email", "message_sent"), ev(3, T0 + 2 * MIN, "web")], T0
     )
     assert seen.pivots == {}
+
+
+CHATBOT_THEN_CALL = (
+    ev(1, T0, "chatbot", "contact_started", case_id="k1", topic="billing"),
+    ev(2, T0 + MIN, "chatbot", "chatbot_fallback", case_id="k1", topic="billing"),
+    ev(3, T0 + 3 * MIN, "chatbot", "contact_ended", case_id="k1", outcome="unresolved"),
+    ev(4, T0 + 18 * MIN, "phone", "contact_started", case_id="k1", topic="billing"),
+)
+
+
+def test_a_handoff_sent_before_an_earlier_touchpoint_arrived_is_sent_again_with_it() -> None:
+    """The call reaches the journey before the chat's end (another identity's partition was
+    slower): the agent gets the hand-off at once, then the one the full history gives."""
+    started, fallback, ended, call = CHATBOT_THEN_CALL
+    in_order = run(list(CHATBOT_THEN_CALL), T0 + HOUR)
+    seen = run([started, fallback, call, ended], T0 + HOUR)
+    assert in_order.handoffs == ["e004"] and seen.handoffs == ["e004", "e004"]
+    first, last = seen.sent[0], in_order.shown["e004"]
+    assert seen.shown["e004"] == last and last.failure == ended
+    assert [e.event_id for e in last.recent] == ["e001", "e002", "e003", "e004"]
+    assert first.failure == fallback and [e.event_id for e in first.recent] == [
+        "e001",
+        "e002",
+        "e004",
+    ]
+
+
+def test_a_handoff_whose_pivot_moved_to_an_earlier_touchpoint_is_retracted() -> None:
+    """A purchase at the till reaches the journey before the store visit a second earlier."""
+    web, visit, bought = ev(1, T0, "web"), ev(2, T0 + MIN, "store"), purchase(3, T0 + MIN + SEC)
+    seen = run([web, bought, visit], T0 + HOUR)
+    assert [(h.pivot.event_id, h.retracted) for h in seen.sent] == [
+        ("e003", False),
+        ("e003", True),
+        ("e002", False),
+    ]
+    assert list(seen.shown) == ["e002"] and list(seen.pivots) == ["e002"]
+
+
+def test_every_arrival_order_ends_with_the_same_handoff() -> None:
+    expected = run(list(CHATBOT_THEN_CALL), T0 + HOUR).shown
+    for order in permutations(CHATBOT_THEN_CALL):
+        seen = run(list(order), T0 + HOUR)
+        assert seen.shown == expected, [e.event_id for e in order]
+
+
+def test_a_handoff_is_not_sent_again_when_what_it_shows_is_unchanged() -> None:
+    """A touchpoint after the landing that arrives out of order re-stitches the profile but
+    changes nothing the agent was shown."""
+    seen = run(
+        [ev(1, T0, "web"), ev(2, T0 + MIN, "phone"), ev(4, T0 + 5 * MIN), ev(3, T0 + 2 * MIN)],
+        T0 + HOUR,
+    )
+    assert seen.handoffs == ["e002"]
+
+
+def test_a_late_touchpoint_behind_the_horizon_changes_no_handoff() -> None:
+    core, state, seen = JourneyCore(RULES), ProfileState("p-1"), Seen()
+    started, fallback, ended, call = CHATBOT_THEN_CALL
+    for event in (started, fallback, call):
+        seen.take(core.add(state, event, None))
+    seen.take(core.advance(state, call.occurred_at + RULES.allowed_lateness_ms + MIN))
+    seen.take(core.add(state, ended, call.occurred_at + RULES.allowed_lateness_ms + MIN))
+    assert state.events["e003"].late and seen.handoffs == ["e004"]
+    assert seen.shown["e004"].failure == fallback
 
 
 def test_a_pivot_to_a_self_service_channel_sends_no_handoff() -> None:
@@ -381,7 +456,8 @@ def test_arrival_order_within_the_allowed_lateness_changes_no_detection(
             seen.take(core.advance(state, mark))
         seen.take(core.advance(state, (mark or 0) + 2 * DAY, finished=True))
         assert not any(e.late for e in state.events.values())
-        results.append((seen.pivots, seen.dropoffs, seen.followups))
+        shown = {eid: h.fingerprint for eid, h in seen.shown.items()}
+        results.append((seen.pivots, seen.dropoffs, seen.followups, shown))
     assert results[0] == results[1]
 
 
