@@ -115,7 +115,10 @@ def stitch_day(
         for merge in merges:
             if merge.loser in profiles:
                 survivor = profiles.setdefault(merge.survivor, ProfileState(merge.survivor))
-                _count(detected, core.absorb(survivor, profiles.pop(merge.loser), None))
+                _count(
+                    detected,
+                    core.absorb(survivor, profiles.pop(merge.loser), None, cause=merge.occurred_at),
+                )
         profile = profile_id(graph.label_of(identities[0]))
         state = profiles.setdefault(profile, ProfileState(profile))
         _count(detected, core.add(state, facts, facts.occurred_at))

@@ -375,6 +375,7 @@ class Handoff:
     pivot: Pivot
     profile_id: str
     identities: dict[str, list[str]]
+    """The profile's identities at the landing touchpoint (kinds in order, earliest first)."""
     recent: tuple[EventFacts, ...]
     """The journey so far, oldest first, ending with the touchpoint that reached the agent."""
     failure: EventFacts | None
@@ -393,9 +394,16 @@ class Handoff:
 
     @property
     def fingerprint(self) -> str:
-        """What the agent is shown, in short: a hand-off is sent again only when it changes
-        (the identities are the profile's as known when it is sent, not part of it)."""
-        shown = (self.pivot, self.recent, self.failure, self.cart, self.case, self.repeat_channels)
+        """What the agent is shown, in short: a hand-off is sent again only when it changes."""
+        shown = (
+            self.pivot,
+            self.recent,
+            self.failure,
+            self.cart,
+            self.case,
+            self.repeat_channels,
+            self.identities,
+        )
         return _digest("", repr(shown))
 
 

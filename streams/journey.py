@@ -100,8 +100,9 @@ class Outputs:
     """Follow-ups that were created or changed status."""
     version: int = 0
     profile_id: str = ""
-    identities: dict[str, list[str]] = field(default_factory=dict)
-    """The profile's known identities, for the messaging services and agents."""
+    identities: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    """Per follow-up id: the profile's identities as of its deadline, for the messaging
+    services (a hand-off carries its own)."""
 
     def __bool__(self) -> bool:
         return any(
@@ -244,7 +245,10 @@ class ProfileState:
     """Detections have seen every on-time event up to here; anything at or before is late."""
     due: int | None = None
     """The horizon at which a drop-off could next fire."""
-    identities: dict[str, list[str]] = field(default_factory=dict)
+    identities: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Identity kind → value → event time from which it belongs to this profile: its first
+    touchpoint here, or the merge that brought it. Outputs show the profile as of a moment, so
+    what they carry does not depend on how far processing has run ahead."""
 
     def expires_at(self, rules: Rules) -> int | None:
         """The watermark at which the open journey expires (None: nothing to expire)."""
@@ -294,14 +298,29 @@ class ProfileState:
             fired={f.key: f for f in fired},
             horizon=data.get("horizon"),
             due=data.get("due"),
-            identities={k: list(v) for k, v in data.get("identities", {}).items()},
+            identities={k: _since(v) for k, v in data.get("identities", {}).items()},
         )
 
-    def learn_identities(self, identities: dict[str, str]) -> None:
+    def learn_identities(self, identities: dict[str, str], at: int) -> None:
+        """``identities`` belong to the profile from event time ``at`` on. Past the cap, the
+        values known earliest are kept, whatever order they came in."""
         for kind, value in identities.items():
-            known = self.identities.setdefault(kind, [])
-            if value not in known and len(known) < IDENTITY_VALUES_KEPT:
-                known.append(value)
+            known = self.identities.setdefault(kind, {})
+            since = known.get(value)
+            if since is None or at < since:
+                known[value] = at
+                if len(known) > IDENTITY_VALUES_KEPT:
+                    del known[max(known, key=lambda v: (known[v], v))]
+
+    def identities_at(self, moment: int) -> dict[str, list[str]]:
+        """The identities the profile had at event time ``moment``, earliest first."""
+        shown = {}
+        for kind in sorted(self.identities):
+            known = self.identities[kind]
+            values = sorted((since, value) for value, since in known.items() if since <= moment)
+            if values:
+                shown[kind] = [value for _, value in values]
+        return shown
 
     def sorted_events(self) -> list[EventFacts]:
         return sorted(self.events.values(), key=lambda e: e.order)
@@ -350,13 +369,14 @@ class JourneyCore:
             event = replace(event, late=late)
         state.events[event.event_id] = event
         # After every other event (the usual case) it cannot change what an earlier hand-off
-        # showed; otherwise every hand-off still live is looked at again.
-        in_order = state.last is not None and event.order > state.last
-        if in_order:
+        # showed; otherwise the hand-offs of the landings after it are looked at again.
+        if state.last is not None and event.order > state.last:
             out, pivots = self._append(state, event, watermark)
+            since = None
         else:
             out, pivots = self._restitch(state, watermark)
-        self._detect(state, out, pivots, watermark, finished, appended=event, recheck=not in_order)
+            since = event.occurred_at
+        self._detect(state, out, pivots, watermark, finished, appended=event, since=since)
         return out
 
     def _append(
@@ -385,10 +405,13 @@ class JourneyCore:
         loser: ProfileState,
         watermark: int | None,
         *,
+        cause: int = 0,
         finished: bool = False,
     ) -> Outputs:
         """``loser``'s events and journeys now belong to ``state``: stitch them as one history.
-        Absorbing the same loser again (a repeated transfer) changes nothing."""
+        Absorbing the same loser again (a repeated transfer) changes nothing. ``cause``: event
+        time of the link that revealed the merge; a hand-off for a contact before it stays what
+        the agent was shown (0: unknown, every one is looked at again)."""
         arrived = [eid for eid in loser.events if eid not in state.events]
         for event_id in arrived:
             state.events[event_id] = loser.events[event_id]
@@ -403,9 +426,9 @@ class JourneyCore:
         state.fired.update({fired.key: fired for fired in moved})
         for event_id, sent in loser.handed_off.items():
             state.handed_off.setdefault(event_id, sent)
-        for kind, values in loser.identities.items():
-            for value in values:
-                state.learn_identities({kind: value})
+        for kind, known in loser.identities.items():
+            for value, since in known.items():
+                state.learn_identities({kind: value}, max(since, cause))
         state.horizon = _max(state.horizon, loser.horizon)
         state.version = max(state.version, loser.version)
         # Every absorbed event changes profile, so each is re-placed even if its journey is unchanged.
@@ -414,7 +437,7 @@ class JourneyCore:
         out, pivots = self._restitch(state, watermark)
         out.dropoffs += moved
         out.followups += moved
-        self._detect(state, out, pivots, watermark, finished, rescan=True, recheck=True)
+        self._detect(state, out, pivots, watermark, finished, rescan=True, since=cause)
         return out
 
     def republish(self, state: ProfileState) -> Outputs:
@@ -431,7 +454,7 @@ class JourneyCore:
         ]
         out.pivots = list(state.pivots.values())
         out.dropoffs = out.followups = list(state.fired.values())
-        out.identities = {kind: list(values) for kind, values in state.identities.items()}
+        out.identities = _identities(state, out.followups)
         for summary in out.journeys:
             state.published[summary.journey_id] = summary
         return out
@@ -487,12 +510,12 @@ class JourneyCore:
         *,
         appended: EventFacts | None = None,
         rescan: bool = False,
-        recheck: bool = False,
+        since: int | None = None,
     ) -> None:
         """Pivots, hand-offs, drop-offs and follow-ups after the journeys were brought up to date.
-        ``recheck``: the history before a live hand-off's landing may have changed."""
+        ``since``: the history before the landings at or after this event time may have changed."""
         if pivots is not None:
-            self._pivots(state, out, pivots, recheck=recheck)
+            self._pivots(state, out, pivots, since=since)
         if watermark is not None:
             horizon = self.rules.horizon(watermark, finished=finished)
             state.horizon = _max(state.horizon, horizon)
@@ -519,28 +542,36 @@ class JourneyCore:
             state.version += 1
         out.version, out.profile_id = state.version, state.profile_id
         if out.followups or out.handoffs:
-            out.identities = {kind: list(values) for kind, values in state.identities.items()}
+            out.identities = _identities(state, out.followups)
 
     def _pivots(
-        self, state: ProfileState, out: Outputs, pivots: dict[str, Pivot], *, recheck: bool
+        self, state: ProfileState, out: Outputs, pivots: dict[str, Pivot], *, since: int | None
     ) -> None:
-        """A hand-off is sent when its pivot appears and again, same ``handoff_id``, whenever what
-        it shows changes while its landing is live: an event before the landing that arrives
-        after it (within the allowed lateness) or a merge. Once the horizon passes the landing,
-        the last one sent is what the full history up to the landing shows, whatever the
-        arrival order. A hand-off whose pivot a re-stitch removed is sent once more, retracted."""
+        """A hand-off shows the profile as it stood at its landing touchpoint, in event time. It
+        is sent when its pivot appears and again, same ``handoff_id``, when that picture changes
+        while the landing is live: a touchpoint before the landing that arrives after it (within
+        the allowed lateness), or a merge revealed at or before the landing. Once the horizon
+        passes the landing, the last one sent is what the full history up to the landing shows,
+        whatever the arrival order. One whose pivot disappears that way is sent once more,
+        retracted. A merge revealed after the landing changes nothing the agent was shown."""
         out.pivots = [p for eid, p in pivots.items() if state.pivots.get(eid) != p]
         out.retracted_pivots = [p for eid, p in state.pivots.items() if eid not in pivots]
         state.pivots = pivots
-        candidates = pivots.values() if recheck else out.pivots
-        assisted = [
-            p
-            for p in candidates
-            if p.to_channel in self.rules.assisted_channels
-            and (recheck or p.event_id not in state.handed_off)
-            and self._live(state, state.events[p.event_id])
-        ]
-        gone = [p for p in out.retracted_pivots if p.event_id in state.handed_off]
+
+        def rechecked(pivot: Pivot) -> bool:
+            return since is not None and pivot.occurred_at >= since
+
+        candidates = [p for p in out.pivots if p.event_id not in state.handed_off]
+        candidates += [p for p in pivots.values() if rechecked(p)]
+        assisted = list(
+            {
+                p.event_id: p
+                for p in candidates
+                if p.to_channel in self.rules.assisted_channels
+                and self._live(state, state.events[p.event_id])
+            }.values()
+        )
+        gone = [p for p in out.retracted_pivots if p.event_id in state.handed_off and rechecked(p)]
         if not (assisted or gone):
             return
         history = state.sorted_events()
@@ -557,7 +588,8 @@ class JourneyCore:
         landing = state.events[pivot.event_id]
         before = [e for e in history if e.order <= landing.order]
         journey = [e for e in before if _journey_of(state, e.event_id) == pivot.journey_id]
-        return handoff_of(pivot, state.profile_id, state.identities, before, journey, self.rules)
+        identities = state.identities_at(landing.occurred_at)
+        return handoff_of(pivot, state.profile_id, identities, before, journey, self.rules)
 
     @staticmethod
     def _live(state: ProfileState, event: EventFacts) -> bool:
@@ -656,6 +688,15 @@ def _standing(state: ProfileState) -> dict[str, Fired]:
 
 def _journey_of(state: ProfileState, event_id: str) -> str:
     return state.placed.get(event_id, "").partition("/")[0]
+
+
+def _identities(state: ProfileState, followups: list[Fired]) -> dict[str, dict[str, list[str]]]:
+    return {f.followup_id: state.identities_at(f.deadline) for f in followups}
+
+
+def _since(saved: list[str] | dict[str, int]) -> dict[str, int]:
+    """Profiles saved before identities had a time kept only the values: known from the start."""
+    return dict.fromkeys(saved, 0) if isinstance(saved, list) else dict(saved)
 
 
 def _handed_off(saved: list[str] | dict[str, str] | None) -> dict[str, str]:

@@ -662,7 +662,7 @@ class JourneyStage(Stage):
         facts = facts_of(touchpoint, occurred_at)
         self.keep_record(facts.event_id, base64.b64encode(raw).decode())
         identities = touchpoint["identities"].items()
-        state.learn_identities({k: v for k, v in identities if not is_blocklisted(v)})
+        state.learn_identities({k: v for k, v in identities if not is_blocklisted(v)}, occurred_at)
         watermark, finished = self.time(source.partition)
         self.current = (facts.event_id, record)
         try:
@@ -727,7 +727,8 @@ class JourneyStage(Stage):
             await self.transfer(loser, state.merged_into, cause, source)
             return
         watermark, finished = self.time(source.partition)
-        await self.publish(self.core.absorb(state, loser, watermark, finished=finished))
+        outputs = self.core.absorb(state, loser, watermark, cause=cause, finished=finished)
+        await self.publish(outputs)
         self.save(state, source.partition)
 
     def downstream(self) -> tuple[str, ...]:
@@ -771,7 +772,9 @@ class JourneyStage(Stage):
             record = dropoff_record(fired, profile, out.version)
             await self.out.send(topics.DROPOFFS, "Dropoff", record, key=profile)
         for fired in out.followups:
-            record = followup_record(fired, profile, out.version, out.identities, self.payload_of)
+            record = followup_record(
+                fired, profile, out.version, out.identities[fired.followup_id], self.payload_of
+            )
             await self.out.send(topics.followups(fired.kind), "Followup", record, key=profile)
 
 

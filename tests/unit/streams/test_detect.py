@@ -208,6 +208,34 @@ def test_a_late_touchpoint_behind_the_horizon_changes_no_handoff() -> None:
     assert seen.shown["e004"].failure == fallback
 
 
+def _merged_before_a_call(cause: int) -> Seen:
+    """The survivor chatted then called; the loser (the same customer, another device) had left
+    a cart in between; the link that reveals they are one is at ``cause``."""
+    core, survivor, loser, seen = (
+        JourneyCore(RULES),
+        ProfileState("p-1"),
+        ProfileState("p-2"),
+        Seen(),
+    )
+    for event in (ev(1, T0, "chatbot", "chatbot_fallback"), ev(3, T0 + 20 * MIN, "phone")):
+        seen.take(core.add(survivor, event, None))
+    seen.take(core.add(loser, cart(2, T0 + 10 * MIN), None))
+    seen.take(core.absorb(survivor, loser, None, cause=cause))
+    return seen
+
+
+def test_a_merge_revealed_before_the_call_updates_its_handoff() -> None:
+    seen = _merged_before_a_call(cause=T0 + 15 * MIN)
+    assert seen.handoffs == ["e003", "e003"] and seen.sent[0].cart is None
+    assert seen.shown["e003"].cart is not None and seen.shown["e003"].cart.event_id == "e002"
+    assert seen.shown["e003"].profile_id == "p-1"
+
+
+def test_a_merge_revealed_after_the_call_leaves_its_handoff_as_the_agent_saw_it() -> None:
+    seen = _merged_before_a_call(cause=T0 + 30 * MIN)
+    assert seen.handoffs == ["e003"] and seen.shown["e003"].cart is None
+
+
 def test_a_pivot_to_a_self_service_channel_sends_no_handoff() -> None:
     seen = run([ev(1, T0, "web", "search_no_results"), ev(2, T0 + MIN, "mobile_app")], T0)
     assert list(seen.pivots) == ["e002"] and seen.handoffs == []

@@ -205,3 +205,42 @@ def test_a_merged_profile_is_stitched_as_if_it_had_always_been_one(
     seen.take(core.absorb(survivor, loser, None))
     assert seen.current() == feed(events).current()
     assert seen.events() == feed(events).events()
+
+
+# --- identities as of a moment ----------------------------------------------------------------
+
+SEEN = [("email_sha256", f"h{n:02d}", 1_000 + 7 * n % 31) for n in range(30)]
+"""30 e-mail hashes, each first seen at its own time, in no particular order."""
+
+
+@settings(max_examples=50, deadline=None)
+@given(order=st.permutations([*SEEN, ("email_sha256", "h03", 5), ("crm_id", "c1", 1_010)]))
+def test_identities_as_of_a_moment_do_not_depend_on_the_order_they_came_in(
+    order: list[tuple[str, str, int]],
+) -> None:
+    state = ProfileState("p-1")
+    for kind, value, at in order:
+        state.learn_identities({kind: value}, at)
+    # h03 was also seen earlier (5) than its first arrival in SEEN: the earliest time counts.
+    assert state.identities_at(1_009)["email_sha256"][0] == "h03"
+    assert "crm_id" not in state.identities_at(1_009)
+    assert list(state.identities_at(1_010)) == ["crm_id", "email_sha256"]
+    # Past the cap the earliest values are kept, whichever came first.
+    earliest = sorted((min(at for k, v, at in order if v == value), value) for _, value, _ in SEEN)
+    expected = [value for _, value in sorted(set(earliest))[:20]]
+    assert state.identities_at(10_000)["email_sha256"] == expected
+
+
+def test_a_merge_brings_the_losers_identities_from_its_cause_on() -> None:
+    core, survivor, loser = JourneyCore(RULES), ProfileState("p-1"), ProfileState("p-2")
+    survivor.learn_identities({"crm_id": "c1"}, 100)
+    loser.learn_identities({"email_sha256": "h1"}, 50)
+    core.add(survivor, ev(1, 100), None)
+    core.add(loser, ev(2, 50), None)
+    core.absorb(survivor, loser, None, cause=300)
+    assert survivor.identities_at(299) == {"crm_id": ["c1"]}
+    assert survivor.identities_at(300) == {"crm_id": ["c1"], "email_sha256": ["h1"]}
+    saved = ProfileState.from_json(survivor.to_json())
+    assert saved.identities_at(300) == survivor.identities_at(300)
+    old = survivor.to_json() | {"identities": {"crm_id": ["c1"]}}
+    assert ProfileState.from_json(old).identities_at(0) == {"crm_id": ["c1"]}

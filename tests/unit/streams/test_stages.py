@@ -164,3 +164,38 @@ def cart_event(event_id: str) -> tuple[EventFacts, bytes]:
         "source_offset": 0,
     }
     return facts_of(record, 1_790_000_000_000), Codec().encode("ResolvedTouchpoint", resolved)
+
+
+def resolved(profile: str, **changes: Any) -> tuple[dict[str, Any], bytes]:
+    codec = Codec()
+    record = {
+        "touchpoint": parse_touchpoint(touchpoint(**changes)).to_avro(),
+        "profile_id": profile,
+        "journey_id": None,
+        "routing_key": "r",
+        "produced_at": 0,
+        "source_partition": 0,
+        "source_offset": 0,
+    }
+    return record, codec.encode("ResolvedTouchpoint", record)
+
+
+def test_a_followup_carries_the_identities_the_profile_had_at_its_deadline() -> None:
+    """The cart's deadline is 11:00; an e-mail the customer gave at 12:00 is not on the
+    follow-up, however far processing had run ahead when it fired."""
+    stage = journey_stage({})
+    cart = {"cart_id": "c1", "items": [{"sku": "s", "quantity": 1, "unit_price": 9.0}]}
+    events = (
+        {"event_id": "e-1", "action": "add_to_cart", "cart": cart, "occurred_at": "10:00"},
+        {"event_id": "e-2", "identities": {"email_sha256": "a" * 64}, "occurred_at": "12:00"},
+    )
+    for offset, event in enumerate(events):
+        at = f"2026-11-24T{event.pop('occurred_at')}:00+00:00"
+        fields = {"identities": {"crm_id": "c-1"}, "occurred_at": at} | event
+        record, raw = resolved("p", **fields)
+        asyncio.run(stage.on_record("ResolvedTouchpoint", record, raw, Source("t", 0, offset, 0)))
+    state = stage.load("p")
+    assert state.identities_at(2**62) == {"crm_id": ["c-1"], "email_sha256": ["a" * 64]}
+    asyncio.run(stage.publish(stage.core.advance(state, 1_900_000_000_000, finished=True)))
+    [followup] = [r for _, kind, r in stage.out.sent if kind == "Followup"]  # type: ignore[attr-defined]
+    assert followup["identities"] == {"crm_id": ["c-1"]}
