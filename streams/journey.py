@@ -453,6 +453,7 @@ class JourneyCore:
             if eid in state.events
         ]
         out.pivots = list(state.pivots.values())
+        out.handoffs = self._shown(state)
         out.dropoffs = out.followups = list(state.fired.values())
         out.identities = _identities(state, out.followups)
         for summary in out.journeys:
@@ -541,8 +542,7 @@ class JourneyCore:
         if out and not (out.journeys or out.assignments):
             state.version += 1
         out.version, out.profile_id = state.version, state.profile_id
-        if out.followups or out.handoffs:
-            out.identities = _identities(state, out.followups)
+        out.identities = _identities(state, out.followups)
 
     def _pivots(
         self, state: ProfileState, out: Outputs, pivots: dict[str, Pivot], *, since: int | None
@@ -561,7 +561,13 @@ class JourneyCore:
         def rechecked(pivot: Pivot) -> bool:
             return since is not None and pivot.occurred_at >= since
 
-        candidates = [p for p in out.pivots if p.event_id not in state.handed_off]
+        # A pivot that appears before ``since`` (a merge revealed after its contact) was not
+        # there at the moment of the contact: no hand-off for it.
+        candidates = [
+            p
+            for p in out.pivots
+            if p.event_id not in state.handed_off and (since is None or rechecked(p))
+        ]
         candidates += [p for p in pivots.values() if rechecked(p)]
         assisted = list(
             {
@@ -583,6 +589,19 @@ class JourneyCore:
             if state.handed_off.get(pivot.event_id) != handoff.fingerprint:
                 out.handoffs.append(handoff)
                 state.handed_off[pivot.event_id] = handoff.fingerprint
+
+    def _shown(self, state: ProfileState) -> list[Handoff]:
+        """The hand-offs last sent, rebuilt: those this profile's own state still gives (one kept
+        as the agent saw it before a merge changed its history cannot be rebuilt, and stays)."""
+        history = state.sorted_events()
+        shown = []
+        for event_id, sent in state.handed_off.items():
+            pivot = state.pivots.get(event_id)
+            if pivot is not None:
+                handoff = self._handoff(state, pivot, history)
+                if handoff.fingerprint == sent:
+                    shown.append(handoff)
+        return shown
 
     def _handoff(self, state: ProfileState, pivot: Pivot, history: list[EventFacts]) -> Handoff:
         landing = state.events[pivot.event_id]

@@ -509,12 +509,13 @@ def test_republish_sends_everything_again_with_a_higher_version() -> None:
     core, state = JourneyCore(RULES), ProfileState("p-1")
     for event in (consent(1, T0 - DAY), ev(2, T0, "web", "search_no_results"), cart(3, T0 + MIN)):
         core.add(state, event, None)
-    core.add(state, ev(4, T0 + 2 * MIN, "phone"), None)
+    [handoff] = core.add(state, ev(4, T0 + 2 * MIN, "phone"), None).handoffs
     before = core.advance(state, T0 + 2 * HOUR, finished=True)
     again = core.republish(state)
     assert again.version > before.version
     assert {a.event.event_id for a in again.assignments} == {"e001", "e002", "e003", "e004"}
     assert [p.event_id for p in again.pivots] == ["e004"]
+    assert again.handoffs == [handoff]
     assert (
         [f.anchor.event_id for f in again.dropoffs]
         == ["e003"]
@@ -599,3 +600,17 @@ def test_a_survey_answer_on_another_channel_is_no_pivot() -> None:
     web = EventFacts(event_id="a", occurred_at=0, channel="web", action="product_view")
     score = EventFacts(event_id="b", occurred_at=60_000, channel="email", action="feedback")
     assert pivot_of(Left.of(web), score, "j", Rules()) is None
+
+
+def test_a_pivot_a_merge_reveals_before_its_link_sends_no_handoff() -> None:
+    """The customer called at 10:15 from a number no other touchpoint had; the web session at
+    10:10 on another device turns that call into a web → phone pivot once the two are linked.
+    Linked at 10:30, after the call: the agent could not have known, no hand-off. Linked at
+    10:14, before it: the call still live, the agent gets one."""
+    for cause, handoffs in ((T0 + 30 * MIN, []), (T0 + 14 * MIN, ["e001"])):
+        core, survivor, loser = JourneyCore(RULES), ProfileState("p-1"), ProfileState("p-2")
+        seen = Seen()
+        seen.take(core.add(survivor, ev(1, T0 + 15 * MIN, "phone"), None))
+        seen.take(core.add(loser, ev(2, T0 + 10 * MIN, "web"), None))
+        seen.take(core.absorb(survivor, loser, None, cause=cause))
+        assert list(seen.pivots) == ["e001"] and seen.handoffs == handoffs, cause
