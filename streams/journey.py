@@ -42,6 +42,8 @@ __all__ = [
 
 IDENTITY_VALUES_KEPT = 20
 """Values kept per identity type for hand-offs (a shared kiosk must not grow a profile forever)."""
+RETRACTED = "retracted"
+"""In ``ProfileState.handed_off``: the hand-off was withdrawn (its pivot disappeared)."""
 
 
 @dataclass(frozen=True)
@@ -238,7 +240,7 @@ class ProfileState:
     pivots: dict[str, Pivot] = field(default_factory=dict)
     """Published pivots by landing event."""
     handed_off: dict[str, str] = field(default_factory=dict)
-    """Landing event → fingerprint of the hand-off last sent for it."""
+    """Landing event → fingerprint of the hand-off last sent for it (``RETRACTED``: withdrawn)."""
     fired: dict[str, Fired] = field(default_factory=dict)
     """Drop-offs that fired, by cart or case key: final, one per key."""
     horizon: int | None = None
@@ -566,7 +568,8 @@ class JourneyCore:
         candidates = [
             p
             for p in out.pivots
-            if p.event_id not in state.handed_off and (since is None or rechecked(p))
+            if state.handed_off.get(p.event_id, RETRACTED) == RETRACTED
+            and (since is None or rechecked(p))
         ]
         candidates += [p for p in pivots.values() if rechecked(p)]
         assisted = list(
@@ -577,12 +580,16 @@ class JourneyCore:
                 and self._live(state, state.events[p.event_id])
             }.values()
         )
-        gone = [p for p in out.retracted_pivots if p.event_id in state.handed_off and rechecked(p)]
+        gone = [
+            p
+            for p in out.retracted_pivots
+            if state.handed_off.get(p.event_id, RETRACTED) != RETRACTED and rechecked(p)
+        ]
         if not (assisted or gone):
             return
         history = state.sorted_events()
         for pivot in gone:
-            del state.handed_off[pivot.event_id]
+            state.handed_off[pivot.event_id] = RETRACTED
             out.handoffs.append(replace(self._handoff(state, pivot, history), retracted=True))
         for pivot in sorted(assisted, key=lambda p: state.events[p.event_id].order):
             handoff = self._handoff(state, pivot, history)
@@ -592,12 +599,19 @@ class JourneyCore:
 
     def _shown(self, state: ProfileState) -> list[Handoff]:
         """The hand-offs last sent, rebuilt: those this profile's own state still gives (one kept
-        as the agent saw it before a merge changed its history cannot be rebuilt, and stays)."""
+        as the agent saw it before a merge changed its history cannot be rebuilt, and stays),
+        and the withdrawn ones, retracted again (their pivot is gone: a stand-in names the
+        landing)."""
         history = state.sorted_events()
         shown = []
         for event_id, sent in state.handed_off.items():
+            landing = state.events.get(event_id)
             pivot = state.pivots.get(event_id)
-            if pivot is not None:
+            if sent == RETRACTED and landing is not None:
+                journey = _journey_of(state, event_id)
+                gone = Pivot(event_id, journey, landing.occurred_at, "", landing.channel, 0)
+                shown.append(replace(self._handoff(state, gone, history), retracted=True))
+            elif pivot is not None:
                 handoff = self._handoff(state, pivot, history)
                 if handoff.fingerprint == sent:
                     shown.append(handoff)

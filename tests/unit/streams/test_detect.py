@@ -65,6 +65,8 @@ class Seen:
         self.shown: dict[str, Handoff] = {}
         """The last hand-off sent per landing event, retracted ones left out."""
         self.sent: list[Handoff] = []
+        self.state = ProfileState("p-1")
+        """The profile fed (set by :func:`run`)."""
 
     def take(self, out: Outputs) -> Outputs:
         for p in out.pivots:
@@ -96,6 +98,7 @@ def run(events: list[EventFacts], until: int, rules: Rules = RULES) -> Seen:
     for event in events:
         seen.take(core.add(state, event, None))
     seen.take(core.advance(state, until, finished=True))
+    seen.state = state
     return seen
 
 
@@ -178,6 +181,12 @@ def test_a_handoff_whose_pivot_moved_to_an_earlier_touchpoint_is_retracted() -> 
         ("e002", False),
     ]
     assert list(seen.shown) == ["e002"] and list(seen.pivots) == ["e002"]
+    # A worker taking the partition over sends both again: the withdrawn one still withdrawn.
+    again = JourneyCore(RULES).republish(seen.state)
+    assert [(h.pivot.event_id, h.retracted) for h in again.handoffs] == [
+        ("e003", True),
+        ("e002", False),
+    ]
 
 
 def test_every_arrival_order_ends_with_the_same_handoff() -> None:
