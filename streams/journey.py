@@ -42,6 +42,8 @@ __all__ = [
 
 IDENTITY_VALUES_KEPT = 20
 """Values kept per identity type for hand-offs (a shared kiosk must not grow a profile forever)."""
+EVERY_LANDING = -(2**63)
+"""``since`` that takes in every landing touchpoint."""
 RETRACTED = "retracted"
 """In ``ProfileState.handed_off``: the hand-off was withdrawn (its pivot disappeared)."""
 
@@ -314,12 +316,17 @@ class ProfileState:
                 if len(known) > IDENTITY_VALUES_KEPT:
                     del known[max(known, key=lambda v: (known[v], v))]
 
-    def identities_at(self, moment: int) -> dict[str, list[str]]:
-        """The identities the profile had at event time ``moment``, earliest first."""
+    def identities_at(self, moment: int | None) -> dict[str, list[str]]:
+        """The identities the profile had at event time ``moment`` (None: all it has now),
+        earliest first."""
         shown = {}
         for kind in sorted(self.identities):
             known = self.identities[kind]
-            values = sorted((since, value) for value, since in known.items() if since <= moment)
+            values = sorted(
+                (since, value)
+                for value, since in known.items()
+                if moment is None or since <= moment
+            )
             if values:
                 shown[kind] = [value for _, value in values]
         return shown
@@ -412,8 +419,8 @@ class JourneyCore:
     ) -> Outputs:
         """``loser``'s events and journeys now belong to ``state``: stitch them as one history.
         Absorbing the same loser again (a repeated transfer) changes nothing. ``cause``: event
-        time of the link that revealed the merge; a hand-off for a contact before it stays what
-        the agent was shown (0: unknown, every one is looked at again)."""
+        time of the link that revealed the merge, from which the loser's identities belong to
+        this profile (0: unknown)."""
         arrived = [eid for eid in loser.events if eid not in state.events]
         for event_id in arrived:
             state.events[event_id] = loser.events[event_id]
@@ -439,7 +446,9 @@ class JourneyCore:
         out, pivots = self._restitch(state, watermark)
         out.dropoffs += moved
         out.followups += moved
-        self._detect(state, out, pivots, watermark, finished, rescan=True, since=cause)
+        # Every landing is looked at again: while a contact is live, the agent gets what the
+        # merge revealed (a customer who identifies during a call brings the chat they left).
+        self._detect(state, out, pivots, watermark, finished, rescan=True, since=EVERY_LANDING)
         return out
 
     def republish(self, state: ProfileState) -> Outputs:
@@ -549,13 +558,12 @@ class JourneyCore:
     def _pivots(
         self, state: ProfileState, out: Outputs, pivots: dict[str, Pivot], *, since: int | None
     ) -> None:
-        """A hand-off shows the profile as it stood at its landing touchpoint, in event time. It
-        is sent when its pivot appears and again, same ``handoff_id``, when that picture changes
-        while the landing is live: a touchpoint before the landing that arrives after it (within
-        the allowed lateness), or a merge revealed at or before the landing. Once the horizon
-        passes the landing, the last one sent is what the full history up to the landing shows,
-        whatever the arrival order. One whose pivot disappears that way is sent once more,
-        retracted. A merge revealed after the landing changes nothing the agent was shown."""
+        """A hand-off shows the history up to its landing touchpoint. It is sent when its pivot
+        appears and again, same ``handoff_id``, when that history changes while the landing is
+        live: a touchpoint before the landing that arrives after it (within the allowed
+        lateness), or a merge. For a profile's own touchpoints, the last one sent once the
+        horizon passes the landing is what the full history shows, whatever the arrival order.
+        One whose pivot disappears that way is sent once more, retracted."""
         out.pivots = [p for eid, p in pivots.items() if state.pivots.get(eid) != p]
         out.retracted_pivots = [p for eid, p in state.pivots.items() if eid not in pivots]
         state.pivots = pivots
@@ -563,8 +571,6 @@ class JourneyCore:
         def rechecked(pivot: Pivot) -> bool:
             return since is not None and pivot.occurred_at >= since
 
-        # A pivot that appears before ``since`` (a merge revealed after its contact) was not
-        # there at the moment of the contact: no hand-off for it.
         candidates = [
             p
             for p in out.pivots
@@ -621,7 +627,7 @@ class JourneyCore:
         landing = state.events[pivot.event_id]
         before = [e for e in history if e.order <= landing.order]
         journey = [e for e in before if _journey_of(state, e.event_id) == pivot.journey_id]
-        identities = state.identities_at(landing.occurred_at)
+        identities = state.identities_at(None)
         return handoff_of(pivot, state.profile_id, identities, before, journey, self.rules)
 
     @staticmethod
