@@ -375,7 +375,7 @@ class Handoff:
     pivot: Pivot
     profile_id: str
     identities: dict[str, list[str]]
-    """The profile's identities at the landing touchpoint (kinds in order, earliest first)."""
+    """The profile's identities when it is sent (kinds in order, earliest first)."""
     recent: tuple[EventFacts, ...]
     """The journey so far, oldest first, ending with the touchpoint that reached the agent."""
     failure: EventFacts | None

@@ -1,8 +1,8 @@
 -- 009: a hand-off is sent again, same handoff_id, when what it shows changes while its landing
 -- touchpoint is still live (an earlier touchpoint that arrives after it, a merge), and once more
--- `retracted` when a re-stitch removes its pivot. The re-sent
--- one can come on another partition (a merge moves the profile), so insertion order does not say
--- which is current: the highest `version` does, as for the other versioned tables.
+-- `retracted` when a re-stitch removes its pivot. The re-sent one can come on another partition
+-- (a merge moves the profile), so insertion order does not say which is current: the highest
+-- `version` does, as for the other versioned tables.
 
 ALTER TABLE {db}.handoff_versions
     ADD COLUMN IF NOT EXISTS version UInt64,
