@@ -394,13 +394,12 @@ class Handoff:
 
     @property
     def fingerprint(self) -> str:
-        """What the agent is shown, in short: a hand-off is sent again only when it changes."""
+        """What the agent is shown, in short: a hand-off is sent again only when it changes. An
+        event id stands for the touchpoint (its facts never change once it is in a profile)."""
+        steps = (*self.recent, self.failure, self.cart, self.case)
         shown = (
             self.pivot,
-            self.recent,
-            self.failure,
-            self.cart,
-            self.case,
+            [step.event_id if step else None for step in steps],
             self.repeat_channels,
             self.identities,
         )

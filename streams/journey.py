@@ -599,9 +599,10 @@ class JourneyCore:
             out.handoffs.append(replace(self._handoff(state, pivot, history), retracted=True))
         for pivot in sorted(assisted, key=lambda p: state.events[p.event_id].order):
             handoff = self._handoff(state, pivot, history)
-            if state.handed_off.get(pivot.event_id) != handoff.fingerprint:
+            fingerprint = handoff.fingerprint
+            if state.handed_off.get(pivot.event_id) != fingerprint:
                 out.handoffs.append(handoff)
-                state.handed_off[pivot.event_id] = handoff.fingerprint
+                state.handed_off[pivot.event_id] = fingerprint
 
     def _shown(self, state: ProfileState) -> list[Handoff]:
         """The hand-offs last sent, rebuilt: those this profile's own state still gives (one kept
