@@ -198,11 +198,11 @@ def test_a_chatbot_fallback_followed_by_a_call_is_one_failure_driven_pivot_with_
         for k, r in topic_records(detect_stack.settings, "handoffs", run.run_id)
         if r["event_id"] == call
     ]
-    # The call can reach its journey before the chat's end does (their identities route them
-    # through different partitions): the agent then gets a first hand-off at once and this one,
-    # same id, a higher version, when the end arrives. The desktop shows the highest version.
+    # The call can reach its journey before the chat's fallback or end does (their identities
+    # route them through different partitions): the agent then gets a first hand-off at once and
+    # another, same id, a higher version, as each arrives. The desktop shows the highest version.
     handoff = max(sent, key=lambda r: r["version"])
-    assert {r["handoff_id"] for r in sent} == {handoff["handoff_id"]} and len(sent) <= 2
+    assert {r["handoff_id"] for r in sent} == {handoff["handoff_id"]}
     assert not handoff["retracted"]
     assert (handoff["channel"], handoff["from_channel"], handoff["failure_driven"]) == (
         "phone",
