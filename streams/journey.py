@@ -558,38 +558,33 @@ class JourneyCore:
     def _pivots(
         self, state: ProfileState, out: Outputs, pivots: dict[str, Pivot], *, since: int | None
     ) -> None:
+        out.pivots = [p for eid, p in pivots.items() if state.pivots.get(eid) != p]
+        out.retracted_pivots = [p for eid, p in state.pivots.items() if eid not in pivots]
+        state.pivots = pivots
+        self._handoffs(state, out, since)
+
+    def _handoffs(self, state: ProfileState, out: Outputs, since: int | None) -> None:
         """A hand-off shows the history up to its landing touchpoint. It is sent when its pivot
         appears and again, same ``handoff_id``, when that history changes while the landing is
         live: a touchpoint before the landing that arrives after it (within the allowed
         lateness), or a merge. For a profile's own touchpoints, the last one sent once the
         horizon passes the landing is what the full history shows, whatever the arrival order.
-        One whose pivot disappears that way is sent once more, retracted."""
-        out.pivots = [p for eid, p in pivots.items() if state.pivots.get(eid) != p]
-        out.retracted_pivots = [p for eid, p in state.pivots.items() if eid not in pivots]
-        state.pivots = pivots
-
-        def rechecked(pivot: Pivot) -> bool:
-            return since is not None and pivot.occurred_at >= since
-
-        candidates = [
-            p
-            for p in out.pivots
-            if state.handed_off.get(p.event_id, RETRACTED) == RETRACTED
-            and (since is None or rechecked(p))
-        ]
-        candidates += [p for p in pivots.values() if rechecked(p)]
-        assisted = list(
-            {
-                p.event_id: p
-                for p in candidates
-                if p.to_channel in self.rules.assisted_channels
-                and self._live(state, state.events[p.event_id])
-            }.values()
+        One whose pivot disappears that way is sent once more, retracted. ``since``: the
+        landings at or after this event time are looked at again (None: only new pivots)."""
+        again = (
+            [] if since is None else [p for p in state.pivots.values() if p.occurred_at >= since]
         )
+        fresh = [p for p in out.pivots if not _on_screen(state, p.event_id)]
+        assisted = {
+            p.event_id: p
+            for p in (*fresh, *again)
+            if p.to_channel in self.rules.assisted_channels
+            and self._live(state, state.events[p.event_id])
+        }
         gone = [
             p
             for p in out.retracted_pivots
-            if state.handed_off.get(p.event_id, RETRACTED) != RETRACTED and rechecked(p)
+            if since is not None and p.occurred_at >= since and _on_screen(state, p.event_id)
         ]
         if not (assisted or gone):
             return
@@ -597,7 +592,7 @@ class JourneyCore:
         for pivot in gone:
             state.handed_off[pivot.event_id] = RETRACTED
             out.handoffs.append(replace(self._handoff(state, pivot, history), retracted=True))
-        for pivot in sorted(assisted, key=lambda p: state.events[p.event_id].order):
+        for pivot in sorted(assisted.values(), key=lambda p: state.events[p.event_id].order):
             handoff = self._handoff(state, pivot, history)
             fingerprint = handoff.fingerprint
             if state.handed_off.get(pivot.event_id) != fingerprint:
@@ -728,6 +723,11 @@ def _standing(state: ProfileState) -> dict[str, Fired]:
 
 def _journey_of(state: ProfileState, event_id: str) -> str:
     return state.placed.get(event_id, "").partition("/")[0]
+
+
+def _on_screen(state: ProfileState, event_id: str) -> bool:
+    """Whether a hand-off for this landing was sent and not withdrawn."""
+    return state.handed_off.get(event_id, RETRACTED) != RETRACTED
 
 
 def _identities(state: ProfileState, followups: list[Fired]) -> dict[str, dict[str, list[str]]]:
