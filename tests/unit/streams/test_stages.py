@@ -146,38 +146,28 @@ def test_an_event_record_is_kept_once_beside_the_profile_and_travels_with_a_merg
 
 def cart_event(event_id: str) -> tuple[EventFacts, bytes]:
     """The facts of a received cart event, and the record the stage keeps to re-place it."""
-    record = parse_touchpoint(
-        touchpoint(
-            event_id=event_id,
-            action="add_to_cart",
-            identities={"crm_id": "c-1"},
-            attributes={"campaign": "winter-sale"},
-        )
-    ).to_avro()
-    resolved = {
-        "touchpoint": record,
-        "profile_id": None,
+    record, raw = resolved(
+        None,
+        event_id=event_id,
+        action="add_to_cart",
+        identities={"crm_id": "c-1"},
+        attributes={"campaign": "winter-sale"},
+    )
+    return facts_of(record["touchpoint"], 1_790_000_000_000), raw
+
+
+def resolved(profile: str | None, **changes: Any) -> tuple[dict[str, Any], bytes]:
+    """A ``ResolvedTouchpoint`` for ``profile`` of a touchpoint with ``changes``, and its bytes."""
+    record = {
+        "touchpoint": parse_touchpoint(touchpoint(**changes)).to_avro(),
+        "profile_id": profile,
         "journey_id": None,
         "routing_key": "c-1",
         "produced_at": 0,
         "source_partition": 0,
         "source_offset": 0,
     }
-    return facts_of(record, 1_790_000_000_000), Codec().encode("ResolvedTouchpoint", resolved)
-
-
-def resolved(profile: str, **changes: Any) -> tuple[dict[str, Any], bytes]:
-    codec = Codec()
-    record = {
-        "touchpoint": parse_touchpoint(touchpoint(**changes)).to_avro(),
-        "profile_id": profile,
-        "journey_id": None,
-        "routing_key": "r",
-        "produced_at": 0,
-        "source_partition": 0,
-        "source_offset": 0,
-    }
-    return record, codec.encode("ResolvedTouchpoint", record)
+    return record, Codec().encode("ResolvedTouchpoint", record)
 
 
 def test_a_followup_carries_the_identities_the_profile_had_at_its_deadline() -> None:
