@@ -249,7 +249,8 @@ def embedded_stack(settings: Settings, *, workers: int | None = None) -> Iterato
             shutil.rmtree(settings.data_dir / "state", ignore_errors=True)
             tansu, bootstrap = start_tansu(settings.data_dir)
             stack.children.append(tansu)
-            stack.settings = settings.model_copy(update={"kafka_bootstrap": bootstrap})
+            embedded = {"kafka_bootstrap": bootstrap, "changelog_tombstones": False}
+            stack.settings = settings.model_copy(update=embedded)
         create_topics(stack.settings)
         stack.start_sink()
         stack.start_collector()

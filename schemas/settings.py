@@ -97,6 +97,13 @@ class Settings(BaseSettings):
     state_cache_mb: int = Field(
         64, ge=8, description="RocksDB block cache per table partition, MiB."
     )
+    changelog_tombstones: bool = Field(
+        True,
+        description="Delete table keys with Kafka tombstones (null values). The embedded stack "
+        "turns this off: Tansu 0.6 neither returns null-value records nor counts them in its high "
+        "watermark, so a worker restoring a table would stop short of the changelog's end; a "
+        "deleted key is then written as JSON null.",
+    )
     fetch_max_wait_ms: int = Field(
         100,
         ge=10,

@@ -9,7 +9,7 @@ allowed lateness — still prevents it, and the result does not depend on arriva
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -113,7 +113,7 @@ def _case_key(event: EventFacts) -> str:
     return "case:" + key
 
 
-def _arm(event: EventFacts, rules: Rules) -> Dropoff | None:
+def arm(event: EventFacts, rules: Rules) -> Dropoff | None:
     """The timer this event (re)starts, if any."""
     if event.action in CART_CHANGES and event.cart_items > 0:
         return Dropoff(
@@ -134,14 +134,15 @@ def _arm(event: EventFacts, rules: Rules) -> Dropoff | None:
 
 
 def arming_deadline(event: EventFacts, rules: Rules) -> int | None:
-    armed = _arm(event, rules)
+    armed = arm(event, rules)
     return armed.deadline if armed else None
 
 
 @dataclass
 class _Timers:
     rules: Rules
-    skip: frozenset[str]
+    done: dict[str, int]
+    """Key → deadline of the latest drop-off fired for it."""
     pending: dict[str, Dropoff] = field(default_factory=dict)
     fired: list[Dropoff] = field(default_factory=list)
 
@@ -154,6 +155,7 @@ class _Timers:
         for dropoff in sorted(due, key=lambda d: (d.deadline, d.key)):
             del self.pending[dropoff.key]
             self.fired.append(dropoff)
+            self.done[dropoff.key] = dropoff.deadline
 
     def take(self, event: EventFacts) -> None:
         # A purchase exactly at a deadline still prevents the drop-off: fire strictly before.
@@ -165,27 +167,32 @@ class _Timers:
             self.pending.pop(_case_key(event), None)
         elif event.action in CART_CHANGES and event.cart_items == 0:
             self.pending.pop(_cart_key(event), None)
-        armed = _arm(event, self.rules)
-        if armed is not None and armed.key not in self.skip and armed.key not in self._done:
+        armed = arm(event, self.rules)
+        if armed is not None and not self._remembered(armed):
             self.pending[armed.key] = armed
 
-    @property
-    def _done(self) -> set[str]:
-        return {d.key for d in self.fired}
+    def _remembered(self, armed: Dropoff) -> bool:
+        """Its key fired recently enough that it must not fire again."""
+        last = self.done.get(armed.key)
+        return last is not None and armed.deadline - last < self.rules.key_memory_ms
 
 
 def scan_dropoffs(
-    events: Iterable[EventFacts], horizon: int | None, rules: Rules, skip: Iterable[str] = ()
+    events: Iterable[EventFacts],
+    horizon: int | None,
+    rules: Rules,
+    fired: Mapping[str, int] | None = None,
 ) -> tuple[list[Dropoff], int | None]:
     """Drop-offs whose deadline is within ``horizon``, and when the next one could be due.
 
-    ``events`` are the profile's on-time events in order; ``skip`` holds keys that already fired.
+    ``events`` are the profile's on-time events in order; ``fired``: key → deadline of the
+    drop-offs that already fired (a key fires once per ``Rules.key_memory_ms``).
     """
-    timers = _Timers(rules, frozenset(skip))
+    timers = _Timers(rules, dict(fired or {}))
     due: list[int] = []
     for event in events:
         if horizon is None or event.occurred_at > horizon:
-            armed = _arm(event, rules)
+            armed = arm(event, rules)
             if armed is not None:
                 due.append(armed.deadline)
             continue

@@ -1,6 +1,6 @@
 """What the journey core keeps of one touchpoint: the few fields stitching and detection read.
 
-Profiles keep every event and are saved whole at each change, so this stays small: the record an
+Profiles keep their events for a retention and are saved whole at each change, so this stays small: the record an
 event came in (for the rows and messages that need all of it: cart items, identities) is kept once,
 by event id, beside the profile (streams/stages.py, ``RECORD_KEY``).
 """

@@ -3,8 +3,10 @@
 A profile keeps the facts of its events. Journeys and sessions are *stitched* from those facts
 sorted by ``(occurred_at, event_id)`` each time they change, so the result depends only on the set
 of events (and the watermark for idle expiry): any arrival order and any duplication give the same
-journeys, and a merged profile is stitched exactly as if it had always been one. What changed since
-the last publication is returned as outputs; the faust agent publishes them. No Kafka in here.
+journeys, and a merged profile is stitched as if it had always been one, back to a retention before
+the merge's cause. Journeys a retention behind the horizon are pruned (``Rules.retention_ms``):
+nothing can change or read them any more. What changed since the last publication is returned as
+outputs; the faust agent publishes them. No Kafka in here.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from parcours.streams.detect import (
     Handoff,
     Left,
     Pivot,
+    arm,
     arming_deadline,
     handoff_of,
     pivot_of,
     plan_followup,
     scan_dropoffs,
     settle,
+    zone,
 )
 from parcours.streams.facts import PURCHASE, EventFacts
 from parcours.streams.rules import Rules
@@ -46,6 +50,10 @@ EVERY_LANDING = -(2**63)
 """``since`` that takes in every landing touchpoint."""
 RETRACTED = "retracted"
 """In ``ProfileState.handed_off``: the hand-off was withdrawn (its pivot disappeared)."""
+ARCHIVED_JOURNEYS_KEPT = 20
+"""Summaries of pruned journeys a profile keeps (the newest; every one is in ClickHouse)."""
+KEPT = "kept"
+"""The action of a stand-in for a pruned touchpoint whose consent or time zone still counts."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +115,8 @@ class Outputs:
     identities: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     """Per follow-up id: the profile's identities as of its deadline, for the messaging
     services (a hand-off carries its own)."""
+    pruned: list[str] = field(default_factory=list)
+    """Events whose touchpoints were pruned: the stage drops the records it kept for them."""
 
     def __bool__(self) -> bool:
         return any(
@@ -118,6 +128,7 @@ class Outputs:
                 self.handoffs,
                 self.dropoffs,
                 self.followups,
+                self.pruned,
             )
         )
 
@@ -253,6 +264,14 @@ class ProfileState:
     """Identity kind → value → event time from which it belongs to this profile: its first
     touchpoint here, or the merge that brought it. Outputs show the profile as of a moment, so
     what they carry does not depend on how far processing has run ahead."""
+    archived: dict[str, JourneySummary] = field(default_factory=dict)
+    """Pruned journeys' last summaries (the newest ``ARCHIVED_JOURNEYS_KEPT``)."""
+    kept: dict[str, EventFacts] = field(default_factory=dict)
+    """What pruned touchpoints still tell follow-ups: the latest consent per channel
+    (``consent:<channel>``) and the latest time zone (``timezone``), as stand-ins."""
+    held: dict[str, int] = field(default_factory=dict)
+    """Cart or case key → deadline of a pruned drop-off, while a touchpoint left still arms
+    that key (within ``Rules.key_memory_ms`` of it, it must not fire again)."""
 
     def expires_at(self, rules: Rules) -> int | None:
         """The watermark at which the open journey expires (None: nothing to expire)."""
@@ -280,6 +299,9 @@ class ProfileState:
             "horizon": self.horizon,
             "due": self.due,
             "identities": self.identities,
+            "archived": [j.to_json() for j in self.archived.values()],
+            "kept": {name: e.to_json() for name, e in self.kept.items()},
+            "held": self.held,
         }
 
     @classmethod
@@ -288,6 +310,7 @@ class ProfileState:
         published = [JourneySummary.from_json(j) for j in data["published"]]
         pivots = [Pivot(**p) for p in data.get("pivots", ())]
         fired = [Fired.from_json(f) for f in data.get("fired", ())]
+        archived = [JourneySummary.from_json(j) for j in data.get("archived", ())]
         return cls(
             profile_id=data["profile_id"],
             events={e.event_id: e for e in events},
@@ -303,6 +326,9 @@ class ProfileState:
             horizon=data.get("horizon"),
             due=data.get("due"),
             identities={k: _since(v) for k, v in data.get("identities", {}).items()},
+            archived={j.journey_id: j for j in archived},
+            kept={name: EventFacts.from_json(e) for name, e in data.get("kept", {}).items()},
+            held=dict(data.get("held", {})),
         )
 
     def learn_identities(self, identities: dict[str, str], at: int) -> None:
@@ -341,21 +367,23 @@ class JourneyCore:
 
     def wake(self, state: ProfileState) -> dict[str, int | None]:
         """What the stage saves next to the state so that time passing only reloads the profiles
-        it affects: the watermark that expires a journey, the horizon that fires a drop-off."""
-        return {"expires": state.expires_at(self.rules), "due": state.due}
+        it affects: the watermark that expires a journey, the horizons that fire a drop-off and
+        that prune a journey."""
+        oldest = min((j.last_at for j in state.published.values()), default=None)
+        prune = None if oldest is None else oldest + self.rules.retention_ms + 1
+        return {"expires": state.expires_at(self.rules), "due": state.due, "prune": prune}
 
     def wakes_at(self, wake: dict[str, Any]) -> int | None:
         """The first watermark (before a run's end) at which :meth:`is_due` holds."""
-        expires, due = wake.get("expires"), wake.get("due")
-        fires = None if due is None else self.rules.watermark_at(due)
-        return min((t for t in (expires, fires) if t is not None), default=None)
+        horizons = [wake.get("due"), wake.get("prune")]
+        fires = [self.rules.watermark_at(h) for h in horizons if h is not None]
+        return min((t for t in (wake.get("expires"), *fires) if t is not None), default=None)
 
     def is_due(self, wake: dict[str, Any], watermark: int, *, finished: bool) -> bool:
-        expires, due = wake.get("expires"), wake.get("due")
+        expires = wake.get("expires")
         horizon = self.rules.horizon(watermark, finished=finished)
-        return (expires is not None and watermark >= expires) or (
-            due is not None and horizon >= due
-        )
+        horizons = (h for h in (wake.get("due"), wake.get("prune")) if h is not None)
+        return (expires is not None and watermark >= expires) or any(horizon >= h for h in horizons)
 
     def is_late(self, occurred_at: int, watermark: int | None) -> bool:
         return watermark is not None and occurred_at < watermark - self.rules.allowed_lateness_ms
@@ -420,7 +448,16 @@ class JourneyCore:
         """``loser``'s events and journeys now belong to ``state``: stitch them as one history.
         Absorbing the same loser again (a repeated transfer) changes nothing. ``cause``: event
         time of the link that revealed the merge, from which the loser's identities belong to
-        this profile (0: unknown)."""
+        this profile (0: unknown).
+
+        History a merge finds settled is final: journeys of either side that ended more than the
+        retention before ``cause`` are pruned, not re-cut (the loser's keep its profile id).
+        Pruning past the horizon only ever removes journeys this would freeze, so the result
+        does not depend on how much either side had pruned when the merge came."""
+        frozen = Outputs()
+        if cause > 0:
+            self._prune(state, frozen, cause - self.rules.retention_ms)
+            self._prune(loser, frozen, cause - self.rules.retention_ms)
         arrived = [eid for eid in loser.events if eid not in state.events]
         for event_id in arrived:
             state.events[event_id] = loser.events[event_id]
@@ -431,19 +468,29 @@ class JourneyCore:
         # one that no longer exists is retracted).
         for event_id, pivot in loser.pivots.items():
             state.pivots.setdefault(event_id, replace(pivot, journey_id=""))
-        moved = [fired for key, fired in loser.fired.items() if key not in state.fired]
+        moved = [
+            fired
+            for key, fired in loser.fired.items()
+            if key not in state.fired and fired.anchor.event_id in loser.events
+        ]
         state.fired.update({fired.key: fired for fired in moved})
         for event_id, sent in loser.handed_off.items():
             state.handed_off.setdefault(event_id, sent)
         for kind, known in loser.identities.items():
             for value, since in known.items():
                 state.learn_identities({kind: value}, max(since, cause))
+        for name, stand_in in loser.kept.items():
+            _keep(state, name, stand_in)
+        for key, at in loser.held.items():
+            state.held[key] = max(at, state.held.get(key, at))
         state.horizon = _max(state.horizon, loser.horizon)
         state.version = max(state.version, loser.version)
         # Every absorbed event changes profile, so each is re-placed even if its journey is unchanged.
         for event_id in arrived:
             state.placed.pop(event_id, None)
         out, pivots = self._restitch(state, watermark)
+        out.journeys += frozen.journeys
+        out.pruned += frozen.pruned
         out.dropoffs += moved
         out.followups += moved
         # Every landing is looked at again: while a contact is live, the agent gets what the
@@ -546,6 +593,8 @@ class JourneyCore:
             self._settle(state, out, [e for e in state.events.values() if e.action == PURCHASE])
         if out.assignments:
             self._rejourney(state, out)
+        if state.horizon is not None:
+            self._prune(state, out, state.horizon - self.rules.retention_ms)
         # A drop-off can be touched twice in one call (moved, then re-journeyed): publish its
         # final state once.
         out.dropoffs = _latest(state, out.dropoffs)
@@ -621,7 +670,9 @@ class JourneyCore:
 
     def _handoff(self, state: ProfileState, pivot: Pivot, history: list[EventFacts]) -> Handoff:
         landing = state.events[pivot.event_id]
-        before = [e for e in history if e.order <= landing.order]
+        # No further back than the retention: what pruning may already have removed.
+        reach = landing.occurred_at - self.rules.retention_ms
+        before = [e for e in history if e.order <= landing.order and e.occurred_at > reach]
         journey = [e for e in before if _journey_of(state, e.event_id) == pivot.journey_id]
         identities = state.identities_at(None)
         return handoff_of(pivot, state.profile_id, identities, before, journey, self.rules)
@@ -632,14 +683,54 @@ class JourneyCore:
         that an earlier call on this profile had reached)."""
         return not event.late and (state.horizon is None or event.occurred_at > state.horizon)
 
+    def _prune(self, state: ProfileState, out: Outputs, cut: int) -> None:
+        """Drop the journeys that ended before ``cut`` with their touchpoints, placements,
+        pivots, hand-offs and drop-offs; keep their summaries (archived) and what follow-ups
+        still read of them (consent, time zone), and the keys of their drop-offs that a
+        touchpoint left still arms (``held``)."""
+        gone = {jid for jid, summary in state.published.items() if summary.last_at < cut}
+        if not gone:
+            return
+        pruned = [e for e in state.events.values() if _journey_of(state, e.event_id) in gone]
+        for event in sorted(pruned, key=lambda e: e.order):
+            _keep_facts(state, event)
+            for kept in (state.events, state.placed, state.pivots, state.handed_off):
+                kept.pop(event.event_id, None)
+        keys = {armed.key for e in state.events.values() if (armed := arm(e, self.rules))}
+        for key, fired in list(state.fired.items()):
+            if fired.anchor.event_id not in state.events:
+                del state.fired[key]
+                if not fired.retracted:
+                    state.held[key] = max(fired.deadline, state.held.get(key, fired.deadline))
+        state.held = {key: at for key, at in state.held.items() if key in keys}
+        if state.tail is not None and state.tail.journey_id in gone:
+            state.tail = None
+        self._archive(state, out, [state.published.pop(jid) for jid in sorted(gone)])
+        out.pruned += [e.event_id for e in pruned]
+
+    def _archive(self, state: ProfileState, out: Outputs, summaries: list[JourneySummary]) -> None:
+        """A pruned journey still open (no watermark told it yet) can no longer grow: expired."""
+        if any(summary.status == "open" for summary in summaries):
+            state.version += 1
+        for summary in summaries:
+            if summary.status == "superseded":
+                continue
+            if summary.status == "open":
+                summary = _versioned(summary, state.version, status="expired")
+                out.journeys.append(summary)
+            state.archived[summary.journey_id] = summary
+        newest = sorted(state.archived.values(), key=lambda j: (j.last_at, j.journey_id))
+        state.archived = {j.journey_id: j for j in newest[-ARCHIVED_JOURNEYS_KEPT:]}
+
     def _dropoffs(self, state: ProfileState, out: Outputs, on_time: list[EventFacts]) -> None:
         """``on_time``: the profile's events in order, late ones left out."""
-        standing = _standing(state)
-        fired, state.due = scan_dropoffs(on_time, state.horizon, self.rules, standing)
+        fired_at = state.held | {key: fired.deadline for key, fired in _standing(state).items()}
+        fired, state.due = scan_dropoffs(on_time, state.horizon, self.rules, fired_at)
+        history = _planning(state, on_time)
         for dropoff in fired:
             journey = _journey_of(state, dropoff.anchor.event_id)
             planned = plan_followup(
-                dropoff, journey, on_time, _standing(state).values(), self.rules
+                dropoff, journey, history, _standing(state).values(), self.rules
             )
             state.fired[dropoff.key] = planned
             out.dropoffs.append(planned)
@@ -666,10 +757,11 @@ class JourneyCore:
         history (same ids; a drop-off that fired stays fired), so the result does not depend on
         whether the merge came before or after the deadlines."""
         earlier: list[Fired] = []
+        history = _planning(state, on_time)
         for fired in sorted(_standing(state).values(), key=lambda f: (f.deadline, f.key)):
             dropoff = Dropoff(fired.kind, fired.key, fired.anchor, fired.deadline)
             journey = _journey_of(state, fired.anchor.event_id) or fired.journey_id
-            planned = plan_followup(dropoff, journey, on_time, earlier, self.rules)
+            planned = plan_followup(dropoff, journey, history, earlier, self.rules)
             earlier.append(planned)
             if planned == fired:
                 continue
@@ -723,6 +815,39 @@ def _standing(state: ProfileState) -> dict[str, Fired]:
 
 def _journey_of(state: ProfileState, event_id: str) -> str:
     return state.placed.get(event_id, "").partition("/")[0]
+
+
+def _keep_facts(state: ProfileState, event: EventFacts) -> None:
+    """What a pruned touchpoint still tells follow-ups, as a stand-in (facts of no action)."""
+    if event.consent_channel:
+        stand_in = EventFacts(
+            event.event_id,
+            event.occurred_at,
+            event.channel,
+            KEPT,
+            consent_channel=event.consent_channel,
+            consent_granted=event.consent_granted,
+        )
+        _keep(state, "consent:" + event.consent_channel, stand_in)
+    if event.timezone and zone(event.timezone) is not None:
+        stand_in = EventFacts(
+            event.event_id, event.occurred_at, event.channel, KEPT, timezone=event.timezone
+        )
+        _keep(state, "timezone", stand_in)
+
+
+def _keep(state: ProfileState, name: str, stand_in: EventFacts) -> None:
+    current = state.kept.get(name)
+    if current is None or current.order < stand_in.order:
+        state.kept[name] = stand_in
+
+
+def _planning(state: ProfileState, on_time: list[EventFacts]) -> list[EventFacts]:
+    """The history follow-ups are planned from: the pruned touchpoints' stand-ins come first
+    (a journey is pruned only once everything left is later than it)."""
+    if not state.kept:
+        return on_time
+    return sorted([*state.kept.values(), *on_time], key=lambda e: e.order)
 
 
 def _on_screen(state: ProfileState, event_id: str) -> bool:

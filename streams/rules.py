@@ -33,6 +33,31 @@ class Rules:
     default_timezone: str = "UTC"
     recovery_window_ms: int = 7 * DAY_MS
 
+    @property
+    def retention_ms(self) -> int:
+        """How long after its last touchpoint a journey can still matter to a rule: a touchpoint
+        joining it (journey idle), arriving late (allowed lateness), its drop-offs firing (the
+        longest abandonment wait), their follow-ups being sent (delay, quiet hours: at most a
+        day), and a purchase recovering them or a later follow-up being capped by them. Once the
+        horizon is this far past a journey, nothing can change it or read it: it is pruned."""
+        waits = (self.cart_abandon_ms, self.checkout_abandon_ms, self.contact_abandon_ms)
+        reach = (self.recovery_window_ms, self.frequency_cap_ms, self.followup_ttl_ms)
+        return (
+            self.journey_idle_ms
+            + self.allowed_lateness_ms
+            + max(waits)
+            + self.followup_delay_ms
+            + DAY_MS
+            + max(reach)
+        )
+
+    @property
+    def key_memory_ms(self) -> int:
+        """A cart or case that fired does not fire again for a deadline closer than this to the
+        first one's (so a drop-off kept only that long is never needed to hold one back)."""
+        waits = (self.cart_abandon_ms, self.checkout_abandon_ms, self.contact_abandon_ms)
+        return self.retention_ms - max(waits)
+
     def horizon(self, watermark: int, *, finished: bool) -> int:
         """Event time up to which every on-time event has arrived (inclusive).
 

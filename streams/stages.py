@@ -638,10 +638,11 @@ class JourneyStage(Stage):
             await self.on_merge(record["loser"], record["survivor"], record["occurred_at"], source)
         elif kind == "ProfileTransfer":
             state = orjson.loads(record["state"])
-            for event_id, kept in state.pop("records", {}).items():
-                self.keep_record(event_id, kept)
+            records = state.pop("records", {})
             loser = ProfileState.from_json(state)
-            await self.on_transfer(record["survivor"], loser, record["occurred_at"], source)
+            await self.on_transfer(
+                record["survivor"], loser, records, record["occurred_at"], source
+            )
         else:
             await super().on_record(kind, record, raw, source)
 
@@ -674,7 +675,7 @@ class JourneyStage(Stage):
     def keep_record(self, event_id: str, record_b64: str) -> None:
         # Once: a duplicate of the event (or a repeated transfer) sends no changelog record.
         key = RECORD_KEY + event_id
-        if key not in self.profiles:
+        if self.profiles.get(key) is None:  # absent, or deleted (JSON null) before a restart
             self.profiles[key] = record_b64
 
     def stored(self, event_id: str) -> dict[str, Any]:
@@ -720,14 +721,25 @@ class JourneyStage(Stage):
         self.loop_sent(source.partition, cause)
 
     async def on_transfer(
-        self, survivor: str, loser: ProfileState, cause: int, source: Source
+        self,
+        survivor: str,
+        loser: ProfileState,
+        records: dict[str, str],
+        cause: int,
+        source: Source,
     ) -> None:
         state = self.load(survivor)
         if state.merged_into:
+            for event_id, kept in records.items():
+                self.keep_record(event_id, kept)
             await self.transfer(loser, state.merged_into, cause, source)
             return
         watermark, finished = self.time(source.partition)
         outputs = self.core.absorb(state, loser, watermark, cause=cause, finished=finished)
+        # Only the events the merge brought (history it found settled stays with the loser).
+        for event_id, kept in records.items():
+            if event_id in state.events:
+                self.keep_record(event_id, kept)
         await self.publish(outputs)
         self.save(state, source.partition)
 
@@ -752,6 +764,10 @@ class JourneyStage(Stage):
             )
             EVENTS_OUT.labels(self.name).inc()
         await self.publish_detections(outputs)
+        for event_id in outputs.pruned:
+            # ``del``, not ``pop``: faust's table sends a tombstone only from ``__delitem__``.
+            if RECORD_KEY + event_id in self.profiles:
+                del self.profiles[RECORD_KEY + event_id]
 
     def payload_of(self, event: EventFacts) -> dict[str, Any]:
         touchpoint: dict[str, Any] = self.stored(event.event_id)["touchpoint"]

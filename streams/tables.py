@@ -34,6 +34,8 @@ class Table(faust.Table):  # type: ignore[type-arg]
             raise StateError("a table change outside a stream", table=self.name)
         serializers = self.app.serializers
         topic = self.changelog_topic.get_topic_name()
+        if value is None and not self.outbox.settings.changelog_tombstones:
+            value, value_serializer = None, "json"  # a deleted key: JSON null, not a tombstone
         self.outbox.to_changelog(
             topic,
             partition,

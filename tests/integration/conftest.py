@@ -158,3 +158,28 @@ def topic_records(
     finally:
         consumer.close()
     return records
+
+
+def deleted_from_table(
+    settings: Settings, table: str, keys: set[bytes], timeout: float = 60.0
+) -> set[bytes]:
+    """Wait until every key of ``keys`` is deleted from table ``table``: its latest changelog
+    record is a tombstone or, on the embedded broker (README: ``PARCOURS_CHANGELOG_TOMBSTONES``),
+    a JSON null. Returns every key deleted by then. Reads on until they are (Tansu's high
+    watermark stops short of a multi-record batch's end, so it cannot say where the end is)."""
+    topic = f"{settings.app_id}-{table}-changelog"
+    consumer = Consumer(consumer_config(settings, f"test-{uuid.uuid4().hex[:8]}"))
+    partitions = range(topic_partitions(settings, topic))
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    latest: dict[bytes, bytes | None] = {}
+    deadline = time.monotonic() + timeout
+    try:
+        while not keys <= (deleted := {k for k, v in latest.items() if v in (None, b"null")}):
+            if time.monotonic() > deadline:
+                pytest.fail(f"{topic}: not deleted within {timeout:.0f}s: {keys - deleted}")
+            msg = consumer.poll(0.5)
+            if msg is not None and not msg.error():
+                latest[msg.key() or b""] = msg.value()
+    finally:
+        consumer.close()
+    return deleted

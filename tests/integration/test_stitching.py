@@ -14,7 +14,7 @@ from parcours.sinks.backend import Backend
 from parcours.streams.identity import profile_id
 
 from tests.factories import touchpoint
-from tests.integration.conftest import query
+from tests.integration.conftest import deleted_from_table, query
 
 pytestmark = pytest.mark.integration
 
@@ -237,3 +237,33 @@ def test_two_known_profiles_merged_by_a_later_event_show_one_history(
         reader, f"SELECT survivor FROM {{db}}.profile_merges FINAL WHERE loser = '{loser}'"
     )
     assert merges == [{"survivor": survivor}]
+
+
+def test_a_customer_back_two_months_later_keeps_every_row_while_the_worker_forgets(
+    stack: Stack, reader: Backend, tmp_path: Path
+) -> None:
+    """The worker prunes a journey once time is past the retention after it (README: Bounded
+    state); the analysts' tables keep it whole, closed, and the new visit starts a journey."""
+    tag = uuid.uuid4().hex[:8]
+    crm = {"crm_id": f"crm-{tag}"}
+    days = ("2026-09-20T10:00", "2026-09-20T10:05", "2026-11-20T10:00", "2026-11-20T10:03")
+    channels = ("web", "mobile_app", "web", "store")
+    events = [
+        touchpoint(
+            event_id=f"{tag}-{n}", occurred_at=f"{at}:00+00:00", channel=channel, identities=crm
+        )
+        for n, (at, channel) in enumerate(zip(days, channels, strict=True), 1)
+    ]
+    _replay(stack, reader, tmp_path, events)
+    profile = profile_id(f"crm_id:crm-{tag}")
+    placed = _placed(reader, tag)
+    assert sorted(placed) == [f"{tag}-{n}" for n in range(1, 5)]
+    assert {row["profile_id"] for row in placed.values()} == {profile}
+    journeys = _journeys(reader, profile)
+    assert [(j["status"], j["channels"], j["touchpoints"]) for j in journeys] == [
+        ("expired", ["web", "mobile_app"], 2),
+        ("open", ["web", "store"], 2),
+    ]
+    old = {f'"record:{tag}-{n}"'.encode() for n in (1, 2)}
+    new = {f'"record:{tag}-{n}"'.encode() for n in (3, 4)}
+    assert not deleted_from_table(stack.settings, "profiles", old) & new

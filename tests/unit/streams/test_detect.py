@@ -7,6 +7,7 @@ from datetime import UTC, datetime, time
 from itertools import permutations
 from zoneinfo import ZoneInfo
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from parcours.streams.detect import Fired, Handoff, hold_for_quiet_hours
@@ -596,3 +597,146 @@ def test_a_survey_answer_on_another_channel_is_no_pivot() -> None:
     web = EventFacts(event_id="a", occurred_at=0, channel="web", action="product_view")
     score = EventFacts(event_id="b", occurred_at=60_000, channel="email", action="feedback")
     assert pivot_of(Left.of(web), score, "j", Rules()) is None
+
+
+# --- bounded state: pruning past the horizon ----------------------------------------------------
+
+RETENTION = RULES.retention_ms
+
+
+class KeepEverything(JourneyCore):
+    """The core as it was before pruning: the reference pruning must not be visible against."""
+
+    def _prune(self, state: ProfileState, out: Outputs, cut: int) -> None:
+        return None
+
+
+class Rows(Seen):
+    """:class:`Seen`, plus the latest journey and placement rows (what the sink ends with)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.journeys: dict[str, tuple[object, ...]] = {}
+        self.placed: dict[str, tuple[str, str]] = {}
+        self.pruned: list[str] = []
+
+    def take(self, out: Outputs) -> Outputs:
+        super().take(out)
+        for j in out.journeys:
+            self.journeys[j.journey_id] = (j.profile_id, j.status, j.channels, j.touchpoints)
+        for a in out.assignments:
+            self.placed[a.event.event_id] = (a.profile_id, a.session_id)
+        self.pruned += out.pruned
+        return out
+
+    def tables(self) -> tuple[object, ...]:
+        shown = {eid: h.fingerprint for eid, h in self.shown.items()}
+        return self.journeys, self.placed, self.pivots, self.dropoffs, self.followups, shown
+
+
+def live(core: JourneyCore, events: list[EventFacts], state: ProfileState | None = None) -> Rows:
+    """Feed in arrival order with the watermark at the latest event time seen, then finish."""
+    rows, mark = Rows(), None
+    rows.state = state or ProfileState("p-1")
+    for event in events:
+        rows.take(core.add(rows.state, event, mark))
+        mark = max(mark or 0, event.occurred_at)
+        rows.take(core.advance(rows.state, mark))
+    rows.take(core.advance(rows.state, (mark or 0) + 2 * DAY, finished=True))
+    return rows
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    rows=st.lists(st.tuples(st.integers(0, 60 * DAY), KINDS), min_size=1, max_size=40),
+    data=st.data(),
+)
+def test_pruning_past_the_horizon_changes_no_row_and_no_message(
+    rows: list[tuple[int, str]], data: st.DataObject
+) -> None:
+    """Four months of one customer, arriving within the allowed lateness: the tables and the
+    messages are those of a core that keeps everything, and what is left is the retention."""
+    events = sorted(
+        (_make(n, T0 + at, kind) for n, (at, kind) in enumerate(rows)), key=lambda e: e.order
+    )
+    arrival = late_within(data, events, RULES.allowed_lateness_ms)
+    pruned, kept = live(JourneyCore(RULES), arrival), live(KeepEverything(RULES), arrival)
+    assert pruned.tables() == kept.tables()
+    horizon = pruned.state.horizon or 0
+    assert all(j.last_at >= horizon - RETENTION for j in pruned.state.published.values())
+    old = [e.event_id for e in events if e.occurred_at < horizon - RETENTION - 7 * DAY]
+    assert set(old) <= set(pruned.pruned)
+    assert not set(pruned.pruned) & set(pruned.state.events)
+
+
+def test_a_year_of_weekly_visits_keeps_the_state_of_the_last_weeks() -> None:
+    """A customer who shops every eight days for a year: the profile holds the last weeks'
+    touchpoints, twenty archived journey summaries, and still knows the consent given first."""
+    core, state, sizes = JourneyCore(RULES), ProfileState("p-1"), {}
+    live(core, [consent(0, T0 - HOUR)], state)
+    for week in range(46):
+        at = T0 + week * 8 * DAY
+        visit = [
+            cart(3 * week + 1, at, cart_id=f"c{week}"),
+            ev(3 * week + 2, at + MIN, "mobile_app"),
+        ]
+        if week % 2:
+            visit.append(purchase(3 * week + 3, at + 2 * MIN))
+        live(core, visit, state)
+        sizes[week] = len(orjson.dumps(state.to_json()))
+    assert len(state.events) <= 2 * 3 * (RETENTION // (8 * DAY) + 2)
+    assert len(state.archived) == 20
+    assert sizes[45] < 1.1 * sizes[30]
+    # A cart left in the last weeks is followed up by e-mail: the consent is a year old.
+    followups = [f for f in state.fired.values() if f.anchor.event_id == "e133"]
+    assert [f.channel for f in followups] == ["email"]
+
+
+def test_a_cart_fires_again_only_once_its_key_is_no_longer_remembered() -> None:
+    memory = RULES.key_memory_ms
+    for gap, fires in ((5 * DAY, 1), (memory + HOUR, 2)):
+        seen = run([consent(0, T0 - HOUR), cart(1, T0), cart(2, T0 + gap)], T0 + gap + DAY)
+        assert len({followup for followup, _ in seen.messages}) == fires, gap
+
+
+def test_a_handoff_still_shows_a_cart_left_in_an_earlier_journey_within_the_retention() -> None:
+    """Nine days after an abandoned cart (an earlier journey) the customer walks into a store:
+    the hand-off shows the cart, as it would had nothing been pruned."""
+    visit = [cart(1, T0), ev(2, T0 + 9 * DAY, "mobile_app"), ev(3, T0 + 9 * DAY + MIN, "store")]
+    pruned, kept = live(JourneyCore(RULES), visit), live(KeepEverything(RULES), visit)
+    assert pruned.tables() == kept.tables()
+    assert [h.cart.event_id for h in pruned.sent if h.cart] == ["e001"]
+
+
+def test_a_merge_leaves_history_settled_before_its_cause_where_it_was() -> None:
+    """Both profiles have a journey a month before the merge and one just before it. The recent
+    ones are stitched as one profile; the old ones stay as they were (the loser's touchpoint
+    keeps its profile id), whether or not either side had pruned them when the merge came."""
+    mine = [ev(1, T0, "web"), ev(3, T0 + 30 * DAY, "mobile_app")]
+    theirs = [ev(2, T0 + DAY, "web"), cart(4, T0 + 29 * DAY)]
+    cause = T0 + 30 * DAY + HOUR
+    results = []
+    for live_time in (False, True):
+        core, rows = JourneyCore(RULES), Rows()
+        survivor, loser = ProfileState("p-1"), ProfileState("p-2")
+        for state, events in ((survivor, mine), (loser, theirs)):
+            for event in events:
+                rows.take(core.add(state, event, event.occurred_at if live_time else None))
+            if live_time:  # time reaches the merge: each side prunes its old journey first
+                rows.take(core.advance(state, cause - HOUR))
+                assert len(state.events) == 1
+        watermark = cause - HOUR if live_time else None
+        rows.take(core.absorb(survivor, loser, watermark, cause=cause))
+        rows.take(core.advance(survivor, cause + 2 * DAY, finished=True))
+        results.append(rows.tables())
+        assert set(survivor.events) == {"e003", "e004"}
+    assert results[0] == results[1]
+    placed = results[0][1]
+    assert isinstance(placed, dict)
+    assert {eid: where[0] for eid, where in placed.items()} == {
+        "e001": "p-1",
+        "e002": "p-2",
+        "e003": "p-1",
+        "e004": "p-1",
+    }
+    assert placed["e003"][1].split("/")[0] == placed["e004"][1].split("/")[0]

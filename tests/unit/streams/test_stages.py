@@ -189,3 +189,20 @@ def test_a_followup_carries_the_identities_the_profile_had_at_its_deadline() -> 
     asyncio.run(stage.publish(stage.core.advance(state, 1_900_000_000_000, finished=True)))
     [followup] = [r for _, kind, r in stage.out.sent if kind == "Followup"]  # type: ignore[attr-defined]
     assert followup["identities"] == {"crm_id": ["c-1"]}
+
+
+def test_a_pruned_touchpoint_leaves_the_profile_and_its_kept_record_goes_too() -> None:
+    """A visit in November and one in January: once time is past the retention after the first,
+    its record is no longer kept and the saved profile holds only the second."""
+    stage = journey_stage({})
+    for offset, (event_id, at) in enumerate((("e-1", "2026-11-02"), ("e-2", "2027-01-10"))):
+        fields = {"event_id": event_id, "occurred_at": f"{at}T10:00:00+00:00"}
+        record, raw = resolved("p", **fields)
+        asyncio.run(stage.on_record("ResolvedTouchpoint", record, raw, Source("t", 0, offset, 0)))
+    assert RECORD_KEY + "e-1" in stage.profiles
+    state = stage.load("p")
+    asyncio.run(stage.publish(stage.core.advance(state, 1_800_000_000_000)))
+    stage.save(state, 0)
+    assert RECORD_KEY + "e-1" not in stage.profiles and RECORD_KEY + "e-2" in stage.profiles
+    assert [e["event_id"] for e in stage.profiles["p"]["events"]] == ["e-2"]
+    assert [j["touchpoints"] for j in stage.profiles["p"]["archived"]] == [1]
