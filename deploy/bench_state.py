@@ -1,6 +1,7 @@
 """``parcours bench-state``: what a worker's state costs at a million customers.
 
-Real profiles come from the pure core on a generated day; they are copied under new ids until
+Real profiles come from the pure core on generated days of the same customers (``days``: a
+history longer than the retention shows what pruning keeps); they are copied under new ids until
 there are ``profiles`` of them, written straight to the profiles table's changelog with the
 records their events came in (kept once beside them), and a worker is started on it twice (a cold start, then a restart on the same state directory), for the
 memory store and for RocksDB. Reported: bytes per profile (its saved form, and the records of its
@@ -14,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ import orjson
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from parcours.deploy.bench import stitch_day
-from parcours.deploy.generate import generate
+from parcours.deploy.generate import START, generate
 from parcours.deploy.stack import Stack, create_topics, start_tansu
 from parcours.schemas.codec import Codec
 from parcours.schemas.kafka import client_config, producer_config
@@ -44,10 +46,19 @@ class Sample:
     """The records its events came in, as the journey stage keeps them beside the profile."""
 
 
-def sample_profiles(customers: int = SAMPLE_CUSTOMERS) -> list[Sample]:
-    """Every profile of a generated day."""
+def history(customers: int, days: int) -> Iterator[dict[str, Any]]:
+    """``days`` generated days of the same customers, one after the other."""
+    for day in range(days):
+        start = START + timedelta(days=day)
+        yield from generate(
+            round(customers * 3.23), seed=31 + day, customers=customers, start=start
+        )
+
+
+def sample_profiles(customers: int = SAMPLE_CUSTOMERS, days: int = 1) -> list[Sample]:
+    """Every profile after ``days`` generated days (pruned as a worker prunes them)."""
     codec, inputs, records = Codec(), [], {}
-    for n, event in enumerate(generate(round(customers * 3.23), seed=31, customers=customers)):
+    for n, event in enumerate(history(customers, days)):
         touchpoint = parse_touchpoint(event)
         record = touchpoint.to_avro()
         occurred_at = int(touchpoint.occurred_at.timestamp() * 1000)
@@ -153,8 +164,8 @@ def bench_store(settings: Settings, store: str, samples: list[Sample], count: in
     }
 
 
-def bench_state(settings: Settings, profiles: int, partitions: int) -> dict[str, Any]:
-    samples = sample_profiles()
+def bench_state(settings: Settings, profiles: int, partitions: int, days: int) -> dict[str, Any]:
+    samples = sample_profiles(days=days)
     sizes = [len(orjson.dumps(sample.profile)) for sample in samples]
     records = [sum(len(r) + 2 for r in sample.records) for sample in samples]  # JSON strings
     events = [len(sample.records) for sample in samples]
@@ -162,6 +173,7 @@ def bench_state(settings: Settings, profiles: int, partitions: int) -> dict[str,
     return {
         "profiles": profiles,
         "partitions": partitions,
+        "days_of_history": days,
         "bytes_per_profile": {
             "mean": round(statistics.mean(sizes)),
             "p99": sorted(sizes)[int(len(sizes) * 0.99)],

@@ -325,13 +325,20 @@ def bench(
 @cli.command("bench-state")
 @click.option("--profiles", type=click.IntRange(1000), default=1_000_000, show_default=True)
 @click.option("--partitions", type=click.IntRange(1, 1024), default=4, show_default=True)
-def bench_state(profiles: int, partitions: int) -> None:
-    """Bytes of state per profile, and a worker's memory and start-to-ready time on that many
-    profiles (cold, then restarted on its state directory) for the memory and RocksDB stores;
-    the last line is JSON."""
+@click.option(
+    "--days",
+    type=click.IntRange(1, 365),
+    default=30,
+    show_default=True,
+    help="Days of generated history per customer (past the retention, pruning bounds it).",
+)
+def bench_state(profiles: int, partitions: int, days: int) -> None:
+    """Bytes of state per profile after DAYS of history, and a worker's memory and
+    start-to-ready time on that many profiles (cold, then restarted on its state directory)
+    for the memory and RocksDB stores; the last line is JSON."""
     from parcours.deploy.bench_state import bench_state as run
 
-    click.echo(json.dumps(run(_settings(), profiles, partitions)))
+    click.echo(json.dumps(run(_settings(), profiles, partitions, days)))
 
 
 @cli.command("bench-queries")

@@ -442,9 +442,11 @@ def generate(
     hours: float = 24.0,
     disorder_seconds: float = 5.0,
     weights: dict[str, float] | None = None,
+    start: datetime = START,
 ) -> Iterator[dict[str, Any]]:
-    """``events`` touchpoints, in arrival order (event time plus up to ``disorder_seconds`` of
-    shuffle); ``weights`` overrides the share of scenarios by name (the rest keep theirs)."""
+    """``events`` touchpoints from ``start`` on, in arrival order (event time plus up to
+    ``disorder_seconds`` of shuffle); ``weights`` overrides the share of scenarios by name (the
+    rest keep theirs). The same ``customers`` count gives the same customers whatever the seed."""
     rng = random.Random(seed)
     people = [_customer(rng, n) for n in range(customers or max(10, events // 12))]
     chosen = weights or {}
@@ -456,7 +458,7 @@ def generate(
     while len(out) < events:
         customer = rng.choice(people)
         scenario = rng.choices(scenarios, shares)[0]
-        at = START + timedelta(seconds=rng.uniform(0, hours * 3600))
+        at = start + timedelta(seconds=rng.uniform(0, hours * 3600))
         journey += 1
         for step in scenario(rng, customer, f"{seed}-{journey}"):
             at += timedelta(seconds=step.after_seconds)

@@ -50,7 +50,8 @@ def test_bench_reports_rates_cpu_per_process_records_and_paced_latency() -> None
 
 
 def test_bench_state_restarts_a_worker_on_both_stores() -> None:
-    _, figures = _run("bench-state", "--profiles", "2000")
+    _, figures = _run("bench-state", "--profiles", "2000", "--days", "2")
+    assert figures["days_of_history"] == 2
     assert figures["bytes_per_profile"]["mean"] > 0
     # The records events came in are kept beside the profile, not inside it.
     assert figures["record_bytes_per_profile"]["mean"] > 0
