@@ -818,7 +818,10 @@ def _journey_of(state: ProfileState, event_id: str) -> str:
 
 
 def _keep_facts(state: ProfileState, event: EventFacts) -> None:
-    """What a pruned touchpoint still tells follow-ups, as a stand-in (facts of no action)."""
+    """What a pruned touchpoint still tells follow-ups, as a stand-in (facts of no action);
+    a late one told them nothing."""
+    if event.late:
+        return
     if event.consent_channel:
         stand_in = EventFacts(
             event.event_id,
@@ -843,8 +846,8 @@ def _keep(state: ProfileState, name: str, stand_in: EventFacts) -> None:
 
 
 def _planning(state: ProfileState, on_time: list[EventFacts]) -> list[EventFacts]:
-    """The history follow-ups are planned from: the pruned touchpoints' stand-ins come first
-    (a journey is pruned only once everything left is later than it)."""
+    """The history follow-ups are planned from: the on-time touchpoints left and the pruned
+    ones' stand-ins, in order."""
     if not state.kept:
         return on_time
     return sorted([*state.kept.values(), *on_time], key=lambda e: e.order)

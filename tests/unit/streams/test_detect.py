@@ -740,3 +740,13 @@ def test_a_merge_leaves_history_settled_before_its_cause_where_it_was() -> None:
         "e004": "p-1",
     }
     assert placed["e003"][1].split("/")[0] == placed["e004"][1].split("/")[0]
+
+
+def test_a_late_consent_that_is_pruned_at_once_still_does_not_count() -> None:
+    """Consent from a touchpoint that arrives a month late is not used (it is flagged late), and
+    pruning it at once must not turn it into consent that counts."""
+    arrival = [cart(1, T0 + 40 * DAY), consent(2, T0 + DAY), cart(3, T0 + 41 * DAY, cart_id="c2")]
+    pruned, kept = live(JourneyCore(RULES), arrival), live(KeepEverything(RULES), arrival)
+    assert "e002" in pruned.pruned
+    assert pruned.tables() == kept.tables()
+    assert {f.status for f in pruned.state.fired.values()} == {"suppressed"}
