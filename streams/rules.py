@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import time
 
 MINUTE_MS = 60_000
@@ -33,7 +34,7 @@ class Rules:
     default_timezone: str = "UTC"
     recovery_window_ms: int = 7 * DAY_MS
 
-    @property
+    @cached_property  # read at every touchpoint
     def retention_ms(self) -> int:
         """How long after its last touchpoint a journey can still matter to a rule: a touchpoint
         joining it (journey idle), arriving late (allowed lateness), its drop-offs firing (the
@@ -51,7 +52,7 @@ class Rules:
             + max(reach)
         )
 
-    @property
+    @cached_property
     def key_memory_ms(self) -> int:
         """A cart or case that fired does not fire again for a deadline closer than this to the
         first one's (so a drop-off kept only that long is never needed to hold one back)."""
