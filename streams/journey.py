@@ -272,6 +272,10 @@ class ProfileState:
     held: dict[str, int] = field(default_factory=dict)
     """Cart or case key → deadline of a pruned drop-off, while a touchpoint left still arms
     that key (within ``Rules.key_memory_ms`` of it, it must not fire again)."""
+    settling: int | None = None
+    """The horizon when the last late touchpoint arrived. Nothing is pruned until the horizon
+    is a retention past it: a replay of old history into a running stack (every touchpoint
+    late) keeps its journeys whole instead of pruning each touchpoint as it comes."""
 
     def expires_at(self, rules: Rules) -> int | None:
         """The watermark at which the open journey expires (None: nothing to expire)."""
@@ -302,6 +306,7 @@ class ProfileState:
             "archived": [j.to_json() for j in self.archived.values()],
             "kept": {name: e.to_json() for name, e in self.kept.items()},
             "held": self.held,
+            "settling": self.settling,
         }
 
     @classmethod
@@ -329,6 +334,7 @@ class ProfileState:
             archived={j.journey_id: j for j in archived},
             kept={name: EventFacts.from_json(e) for name, e in data.get("kept", {}).items()},
             held=dict(data.get("held", {})),
+            settling=data.get("settling"),
         )
 
     def learn_identities(self, identities: dict[str, str], at: int) -> None:
@@ -370,7 +376,10 @@ class JourneyCore:
         it affects: the watermark that expires a journey, the horizons that fire a drop-off and
         that prune a journey."""
         oldest = min((j.last_at for j in state.published.values()), default=None)
-        prune = None if oldest is None else oldest + self.rules.retention_ms + 1
+        settled = (
+            oldest if state.settling is None or oldest is None else max(oldest, state.settling)
+        )
+        prune = None if settled is None else settled + self.rules.retention_ms + 1
         return {"expires": state.expires_at(self.rules), "due": state.due, "prune": prune}
 
     def wakes_at(self, wake: dict[str, Any]) -> int | None:
@@ -580,6 +589,8 @@ class JourneyCore:
             state.horizon = _max(state.horizon, horizon)
         if appended is not None and not state.events[appended.event_id].late:
             state.due = _min(state.due, arming_deadline(appended, self.rules))
+        elif appended is not None:
+            state.settling = _max(state.settling, state.horizon)
         due = state.due is not None and state.horizon is not None and state.horizon >= state.due
         if due or rescan:
             on_time = [e for e in state.sorted_events() if not e.late]
@@ -593,8 +604,9 @@ class JourneyCore:
             self._settle(state, out, [e for e in state.events.values() if e.action == PURCHASE])
         if out.assignments:
             self._rejourney(state, out)
-        if state.horizon is not None:
-            self._prune(state, out, state.horizon - self.rules.retention_ms)
+        cut = None if state.horizon is None else state.horizon - self.rules.retention_ms
+        if cut is not None and (state.settling is None or state.settling < cut):
+            self._prune(state, out, cut)
         # A drop-off can be touched twice in one call (moved, then re-journeyed): publish its
         # final state once.
         out.dropoffs = _latest(state, out.dropoffs)

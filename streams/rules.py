@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 from datetime import time
+from functools import cached_property
 
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS

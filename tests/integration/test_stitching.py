@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 from parcours.deploy.replay import replay
-from parcours.deploy.stack import Stack
+from parcours.deploy.stack import Stack, embedded_stack
 from parcours.sinks.backend import Backend
+from parcours.sinks.client import open_reader
 from parcours.streams.identity import profile_id
 
 from tests.factories import touchpoint
-from tests.integration.conftest import deleted_from_table, query
+from tests.integration.conftest import deleted_from_table, isolated_settings, query
 
 pytestmark = pytest.mark.integration
 
@@ -240,10 +241,12 @@ def test_two_known_profiles_merged_by_a_later_event_show_one_history(
 
 
 def test_a_customer_back_two_months_later_keeps_every_row_while_the_worker_forgets(
-    stack: Stack, reader: Backend, tmp_path: Path
+    tmp_path: Path,
 ) -> None:
     """The worker prunes a journey once time is past the retention after it (README: Bounded
-    state); the analysts' tables keep it whole, closed, and the new visit starts a journey."""
+    state); the analysts' tables keep it whole, closed, and the new visit starts a journey. On
+    a stack of its own: the shared one's clock is already past these dates (they would be
+    late, and late touchpoints hold pruning back)."""
     tag = uuid.uuid4().hex[:8]
     crm = {"crm_id": f"crm-{tag}"}
     days = ("2026-09-20T10:00", "2026-09-20T10:05", "2026-11-20T10:00", "2026-11-20T10:03")
@@ -254,16 +257,19 @@ def test_a_customer_back_two_months_later_keeps_every_row_while_the_worker_forge
         )
         for n, (at, channel) in enumerate(zip(days, channels, strict=True), 1)
     ]
-    _replay(stack, reader, tmp_path, events)
-    profile = profile_id(f"crm_id:crm-{tag}")
-    placed = _placed(reader, tag)
-    assert sorted(placed) == [f"{tag}-{n}" for n in range(1, 5)]
-    assert {row["profile_id"] for row in placed.values()} == {profile}
-    journeys = _journeys(reader, profile)
-    assert [(j["status"], j["channels"], j["touchpoints"]) for j in journeys] == [
-        ("expired", ["web", "mobile_app"], 2),
-        ("open", ["web", "store"], 2),
-    ]
-    old = {f'"record:{tag}-{n}"'.encode() for n in (1, 2)}
-    new = {f'"record:{tag}-{n}"'.encode() for n in (3, 4)}
-    assert not deleted_from_table(stack.settings, "profiles", old) & new
+    settings = isolated_settings(tmp_path, "prune", partitions=2, workers=1)
+    with embedded_stack(settings) as stack:
+        reader = open_reader(stack.settings)
+        _replay(stack, reader, tmp_path, events)
+        profile = profile_id(f"crm_id:crm-{tag}")
+        placed = _placed(reader, tag)
+        assert sorted(placed) == [f"{tag}-{n}" for n in range(1, 5)]
+        assert {row["profile_id"] for row in placed.values()} == {profile}
+        journeys = _journeys(reader, profile)
+        assert [(j["status"], j["channels"], j["touchpoints"]) for j in journeys] == [
+            ("expired", ["web", "mobile_app"], 2),
+            ("open", ["web", "store"], 2),
+        ]
+        old = {f'"record:{tag}-{n}"'.encode() for n in (1, 2)}
+        new = {f'"record:{tag}-{n}"'.encode() for n in (3, 4)}
+        assert not deleted_from_table(stack.settings, "profiles", old) & new
