@@ -15,7 +15,7 @@ import base64
 import logging
 import time
 import uuid
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
@@ -581,7 +581,9 @@ class JourneyStage(Stage):
             await self.publish(self.core.republish(state))
             self.save(state, partition)
 
-    def save(self, state: ProfileState, partition: int) -> None:
+    def save(self, state: ProfileState, partition: int, pruned: Sequence[str] = ()) -> None:
+        """``pruned``: events the profile no longer holds; their records are deleted after it is
+        written, so a profile restored from the changelog never lacks one of its records."""
         wake = self.core.wake(state)
         # The input offset that caused this save: a worker taking the partition over republishes
         # only what was saved at or after the offset it resumes from.
@@ -590,6 +592,10 @@ class JourneyStage(Stage):
         self.profiles[state.profile_id] = saved
         at = None if state.merged_into else self.core.wakes_at(wake)
         self.timers.setdefault(partition, Timers()).set(state.profile_id, at)
+        for event_id in pruned:
+            # ``del``, not ``pop``: faust's table sends a tombstone only from ``__delitem__``.
+            if RECORD_KEY + event_id in self.profiles:
+                del self.profiles[RECORD_KEY + event_id]
 
     def time(self, partition: int) -> tuple[int | None, bool]:
         """The watermark the core works with: at the end of a run, the run's (everything has
@@ -624,7 +630,7 @@ class JourneyStage(Stage):
             outputs = self.core.advance(state, watermark, finished=finished)
             if outputs:
                 await self.publish(outputs)
-            self.save(state, partition)
+            self.save(state, partition, outputs.pruned)
 
     async def on_finished(self, partition: int) -> None:
         await self.scan(partition)
@@ -667,10 +673,11 @@ class JourneyStage(Stage):
         watermark, finished = self.time(source.partition)
         self.current = (facts.event_id, record)
         try:
-            await self.publish(self.core.add(state, facts, watermark, finished=finished))
+            outputs = self.core.add(state, facts, watermark, finished=finished)
+            await self.publish(outputs)
         finally:
             self.current = None
-        self.save(state, source.partition)
+        self.save(state, source.partition, outputs.pruned)
 
     def keep_record(self, event_id: str, record_b64: str) -> None:
         # Once: a duplicate of the event (or a repeated transfer) sends no changelog record.
@@ -741,7 +748,7 @@ class JourneyStage(Stage):
             if event_id in state.events:
                 self.keep_record(event_id, kept)
         await self.publish(outputs)
-        self.save(state, source.partition)
+        self.save(state, source.partition, outputs.pruned)
 
     def downstream(self) -> tuple[str, ...]:
         return tuple(str(name) for name in topics.SINK_INPUTS)
@@ -764,10 +771,6 @@ class JourneyStage(Stage):
             )
             EVENTS_OUT.labels(self.name).inc()
         await self.publish_detections(outputs)
-        for event_id in outputs.pruned:
-            # ``del``, not ``pop``: faust's table sends a tombstone only from ``__delitem__``.
-            if RECORD_KEY + event_id in self.profiles:
-                del self.profiles[RECORD_KEY + event_id]
 
     def payload_of(self, event: EventFacts) -> dict[str, Any]:
         touchpoint: dict[str, Any] = self.stored(event.event_id)["touchpoint"]

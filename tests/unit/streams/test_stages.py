@@ -106,6 +106,10 @@ class RecordingTable(dict[str, Any]):
         self.writes.append(key)
         super().__setitem__(key, value)
 
+    def __delitem__(self, key: str) -> None:
+        self.writes.append("del " + key)
+        super().__delitem__(key)
+
 
 def resolved_cart(event_id: str, profile: str) -> tuple[dict[str, Any], bytes]:
     codec = Codec()
@@ -194,15 +198,19 @@ def test_a_followup_carries_the_identities_the_profile_had_at_its_deadline() -> 
 def test_a_pruned_touchpoint_leaves_the_profile_and_its_kept_record_goes_too() -> None:
     """A visit in November and one in January: once time is past the retention after the first,
     its record is no longer kept and the saved profile holds only the second."""
-    stage = journey_stage({})
+    stage = journey_stage(RecordingTable())
     for offset, (event_id, at) in enumerate((("e-1", "2026-11-02"), ("e-2", "2027-01-10"))):
         fields = {"event_id": event_id, "occurred_at": f"{at}T10:00:00+00:00"}
         record, raw = resolved("p", **fields)
         asyncio.run(stage.on_record("ResolvedTouchpoint", record, raw, Source("t", 0, offset, 0)))
     assert RECORD_KEY + "e-1" in stage.profiles
     state = stage.load("p")
-    asyncio.run(stage.publish(stage.core.advance(state, 1_800_000_000_000)))
-    stage.save(state, 0)
+    outputs = stage.core.advance(state, 1_800_000_000_000)
+    asyncio.run(stage.publish(outputs))
+    assert RECORD_KEY + "e-1" in stage.profiles  # until the profile without it is written
+    stage.save(state, 0, outputs.pruned)
+    # The profile without the event is written first: a restored profile never lacks a record.
+    assert stage.profiles.writes[-2:] == ["p", "del " + RECORD_KEY + "e-1"]  # type: ignore[attr-defined]
     assert RECORD_KEY + "e-1" not in stage.profiles and RECORD_KEY + "e-2" in stage.profiles
     assert [e["event_id"] for e in stage.profiles["p"]["events"]] == ["e-2"]
     assert [j["touchpoints"] for j in stage.profiles["p"]["archived"]] == [1]
