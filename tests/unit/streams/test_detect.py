@@ -460,6 +460,17 @@ def _make(n: int, at: int, kind: str) -> EventFacts:
     }[kind]()
 
 
+def _delivered(
+    rows: list[tuple[int, str]], data: st.DataObject
+) -> tuple[list[EventFacts], list[EventFacts]]:
+    """The rows' touchpoints in event-time order, and as they arrive (each delayed by up to the
+    allowed lateness)."""
+    events = sorted(
+        (_make(n, T0 + at, kind) for n, (at, kind) in enumerate(rows)), key=lambda e: e.order
+    )
+    return events, late_within(data, events, RULES.allowed_lateness_ms)
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     rows=st.lists(st.tuples(st.integers(0, 3 * DAY), KINDS), min_size=1, max_size=20),
@@ -468,19 +479,10 @@ def _make(n: int, at: int, kind: str) -> EventFacts:
 def test_arrival_order_within_the_allowed_lateness_changes_no_detection(
     rows: list[tuple[int, str]], data: st.DataObject
 ) -> None:
-    events = sorted(
-        (_make(n, T0 + at, kind) for n, (at, kind) in enumerate(rows)), key=lambda e: e.order
-    )
-    arrival = late_within(data, events, RULES.allowed_lateness_ms)
     results = []
-    for order in (events, arrival):
-        core, state, seen, mark = JourneyCore(RULES), ProfileState("p-1"), Seen(), None
-        for event in order:
-            seen.take(core.add(state, event, mark))
-            mark = max(mark or 0, event.occurred_at)
-            seen.take(core.advance(state, mark))
-        seen.take(core.advance(state, (mark or 0) + 2 * DAY, finished=True))
-        assert not any(e.late for e in state.events.values())
+    for order in _delivered(rows, data):
+        seen = live(JourneyCore(RULES), order)
+        assert not any(e.late for e in seen.state.events.values())
         shown = {eid: h.fingerprint for eid, h in seen.shown.items()}
         results.append((seen.pivots, seen.dropoffs, seen.followups, shown))
     assert results[0] == results[1]
@@ -654,12 +656,9 @@ def live(core: JourneyCore, events: list[EventFacts], state: ProfileState | None
 def test_pruning_past_the_horizon_changes_no_row_and_no_message(
     rows: list[tuple[int, str]], data: st.DataObject
 ) -> None:
-    """Four months of one customer, arriving within the allowed lateness: the tables and the
+    """Two months of one customer, arriving within the allowed lateness: the tables and the
     messages are those of a core that keeps everything, and what is left is the retention."""
-    events = sorted(
-        (_make(n, T0 + at, kind) for n, (at, kind) in enumerate(rows)), key=lambda e: e.order
-    )
-    arrival = late_within(data, events, RULES.allowed_lateness_ms)
+    events, arrival = _delivered(rows, data)
     pruned, kept = live(JourneyCore(RULES), arrival), live(KeepEverything(RULES), arrival)
     assert pruned.tables() == kept.tables()
     horizon = pruned.state.horizon or 0
