@@ -65,7 +65,7 @@ def produce_file(
     started = time.monotonic()
     latest: datetime | None = None
     undelivered: list[tuple[int, bytes, str]] = []
-    with TouchpointProducer(settings) as producer:
+    with TouchpointProducer(settings, framed=True) as producer:
         reject = _Rejecter(producer, settings, result)
         # Ahead of the events on every partition: the workers never read the wall clock while
         # the replay is open, so its results do not depend on how fast it goes.

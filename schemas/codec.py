@@ -19,6 +19,7 @@ from parcours.schemas.registry import AvroSchema, SchemaStore, shipped_store
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = b"\x00"
+FRAME = "Frame"
 
 
 class SchemaRegistry(Protocol):
@@ -50,6 +51,21 @@ class Codec:
             return bytes(SINGLE_OBJECT_MAGIC + schema.fingerprint + body.getvalue())
         schema_id = self.registry.register(subject or schema.name, schema)
         return CONFLUENT_MAGIC + struct.pack(">I", schema_id) + body.getvalue()
+
+    def frame(self, items: list[bytes]) -> bytes:
+        """Several encoded records as one message. Always single-object encoded: frames carry
+        the records of one producer to parcours' own consumers, never to a registry's readers."""
+        schema = self.store.by_name(FRAME)
+        body = io.BytesIO()
+        fastavro.schemaless_writer(body, schema.parsed, {"items": items})
+        return bytes(SINGLE_OBJECT_MAGIC + schema.fingerprint + body.getvalue())
+
+    def unframe(self, data: bytes) -> list[bytes]:
+        """The records a message holds: a frame's items, in order, or the message itself."""
+        if data[2:10] != self.store.by_name(FRAME).fingerprint or data[:2] != SINGLE_OBJECT_MAGIC:
+            return [data]
+        items: list[bytes] = self.decode_as(FRAME, data)["items"]
+        return items
 
     def decode(self, data: bytes) -> tuple[str, dict[str, Any]]:
         if data[:2] == SINGLE_OBJECT_MAGIC and len(data) >= 10:

@@ -15,7 +15,8 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from parcours.schemas.codec import Codec, ConfluentRegistry
 from parcours.schemas.errors import BrokerError
-from parcours.schemas.kafka import producer_config
+from parcours.schemas.frames import Frame, Frames, partition_of
+from parcours.schemas.kafka import producer_config, topic_partitions
 from parcours.schemas.sdk import Touchpoint, parse_touchpoint
 from parcours.schemas.settings import Settings
 
@@ -54,7 +55,11 @@ class TouchpointProducer:
         *,
         on_delivery: DeliveryCallback | None = None,
         codec: Codec | None = None,
+        framed: bool = False,
     ) -> None:
+        """``framed``: send touchpoints in frames, per partition (a bulk load: each message
+        costs the broker and the workers about the same whatever it holds); ``on_delivery``
+        then gets one report per frame."""
         self.settings = settings
         self.topic = settings.topic("touchpoints")
         self.codec = codec or codec_for(settings)
@@ -63,6 +68,8 @@ class TouchpointProducer:
         self._lock = threading.Lock()
         self.delivered = 0
         self.failures: list[str] = []
+        self._frames: Frames[FailureCallback | None] | None = Frames(self.codec) if framed else None
+        self._partitions = topic_partitions(settings, self.topic) if framed else 0
 
     def send(
         self,
@@ -80,7 +87,13 @@ class TouchpointProducer:
         key, value = encode_touchpoint(self.codec, self.topic, touchpoint)
         guard.check_size(len(value), "event (Avro)")
         try:
-            self.produce(self.topic, key, value, on_failure=on_failure)
+            if self._frames is None:
+                self.produce(self.topic, key, value, on_failure=on_failure)
+            else:
+                partition = partition_of(key, self._partitions)
+                full = self._frames.add(self.topic, partition, value, on_failure)
+                if full is not None:
+                    self._produce_frame(full)
         except KafkaException as exc:
             raise BrokerError(
                 f"event: not produced: {exc.args[0].str()}", event_id=touchpoint.event_id
@@ -96,7 +109,7 @@ class TouchpointProducer:
         on_failure: FailureCallback | None = None,
     ) -> None:
         """Enqueue raw bytes; waits (serving delivery reports) while the local queue is full."""
-        callback = partial(self._delivered, on_failure)
+        callback = partial(self._delivered, on_failure, 1)
         kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": callback}
         if partition is not None:
             kwargs["partition"] = partition
@@ -108,7 +121,33 @@ class TouchpointProducer:
                 self._producer.poll(0.05)
         self._producer.poll(0)
 
+    def _produce_frame(self, frame: Frame[FailureCallback | None]) -> None:
+        def failed(reason: str) -> None:
+            for on_failure in frame.notes:
+                if on_failure is None:
+                    self.failures.append(f"{frame.topic}: {reason}")
+                else:
+                    on_failure(reason)
+
+        callback = partial(self._delivered, failed, len(frame.items))
+        value = self._frames.value(frame) if self._frames else frame.items[0]
+        while True:
+            try:
+                self._producer.produce(
+                    frame.topic, value, b"frame", frame.partition, on_delivery=callback
+                )
+                break
+            except BufferError:
+                self._producer.poll(0.05)
+            except KafkaException as exc:  # refused at once: each item is reported, none lost
+                failed(f"event: not produced: {exc.args[0].str()}")
+                return
+        self._producer.poll(0)
+
     def flush(self, timeout: float = 60.0) -> None:
+        """Send what waits for its frame, then wait until the broker has everything."""
+        for frame in self._frames.take() if self._frames else ():
+            self._produce_frame(frame)
         deadline = time.monotonic() + timeout
         while self._producer.flush(0.5) > 0:
             if time.monotonic() > deadline:
@@ -120,11 +159,11 @@ class TouchpointProducer:
             )
 
     def _delivered(
-        self, on_failure: FailureCallback | None, err: KafkaError | None, msg: Message
+        self, on_failure: FailureCallback | None, count: int, err: KafkaError | None, msg: Message
     ) -> None:
         with self._lock:
             if err is None:
-                self.delivered += 1
+                self.delivered += count
             elif on_failure is None:
                 self.failures.append(f"{msg.topic()}: {err.str()}")
         if err is not None and on_failure is not None:

@@ -32,6 +32,7 @@ SHIPPED = (
     "profile_transfer",
     "identity_warning",
     "handoff",
+    "frame",
 )
 
 

@@ -24,7 +24,7 @@ from parcours.schemas.settings import Settings
 from parcours.schemas.watchdog import watch
 from parcours.streams import tables
 from parcours.streams.broker import trust_no_end_offsets
-from parcours.streams.outbox import Outbox
+from parcours.streams.outbox import FRAME_LINGER_SECONDS, Outbox
 from parcours.streams.stages import (
     WATERMARK_EVERY_MS,
     IdentityStage,
@@ -206,6 +206,11 @@ def _wire(app: faust.App, settings: Settings) -> None:
     outbox = Outbox(app, settings, codec)
     _flush_before_commits(app, outbox)
 
+    async def send_lingering_frames() -> None:  # a timer's sends (ticks) when no input comes
+        outbox.send_frames(ready=True)
+
+    app.timer(interval=FRAME_LINGER_SECONDS)(send_lingering_frames)
+
     def table(name: str) -> Any:
         # faust's RocksDB store keeps (and edits) the options it is given: one dict per table.
         return tables.table(
@@ -222,7 +227,7 @@ def _wire(app: faust.App, settings: Settings) -> None:
         JourneyStage(settings, codec, outbox, control, profiles),
     )
     for stage in stages:
-        _agent(app, stage, outbox.topic(stage.input_topic))
+        _agent(app, stage, outbox)
         if stage.loop:
             stage.owned = _owned(app, settings.topic(stage.input_topic))
             app.timer(interval=WATERMARK_EVERY_MS / 1000)(stage.tick)
@@ -252,7 +257,7 @@ def _json() -> Any:
     return faust.Schema(key_serializer="json", value_serializer="json")
 
 
-def _agent(app: faust.App, stage: Stage, topic: Any) -> None:
+def _agent(app: faust.App, stage: Stage, outbox: Outbox) -> None:
     async def run(stream: faust.StreamT[bytes]) -> None:
         event: EventT[bytes]
         async for event in stream.events():
@@ -261,8 +266,9 @@ def _agent(app: faust.App, stage: Stage, topic: Any) -> None:
                 message.topic, message.partition, message.offset, int(message.timestamp * 1000)
             )
             await stage.handle(event.value or b"", source)
+            outbox.send_frames(ready=True)
 
-    app.agent(topic, name=stage.name)(run)
+    app.agent(outbox.topic(stage.input_topic), name=stage.name)(run)
 
 
 def check_copartitioned(settings: Settings) -> None:

@@ -42,9 +42,10 @@ class Ingest:
         self.codec = codec
         self.guard = guard
 
-    def process(self, value: bytes | None, source: Source) -> Outcome:
+    def process(self, value: bytes | None, source: Source, where: str = "") -> Outcome:
+        """``where``: the record's place in its frame (``"item 3: "``), for a dead letter's reason."""
         if not value:
-            return self._dead(b"", "empty message", source)
+            return self._dead(b"", f"{where}empty message", source)
         try:
             name, record = self.codec.decode(value)
             if name.endswith(".Marker"):
@@ -53,7 +54,7 @@ class Ingest:
                 raise SchemaError(f"a {name} record does not belong on {source.topic}")
             touchpoint = Touchpoint.from_avro(record)
         except (SchemaError, ValidationError) as exc:
-            return self._dead(value, str(exc), source)
+            return self._dead(value, f"{where}{exc}", source)
         if self.guard is not None:
             try:
                 guarded = self.guard.apply(touchpoint)
@@ -61,7 +62,7 @@ class Ingest:
                 # The dead letter keeps the event, redacted: the original bytes hold the PII.
                 redacted = replace(self.guard, pii_policy="redact").apply(touchpoint)
                 return self._dead(
-                    self.codec.encode("Touchpoint", redacted.to_avro()), str(exc), source
+                    self.codec.encode("Touchpoint", redacted.to_avro()), f"{where}{exc}", source
                 )
             if guarded is not touchpoint:
                 touchpoint, record = guarded, guarded.to_avro()

@@ -6,11 +6,19 @@ accumulator and sender), where librdkafka queues a record in a few microseconds 
 in its own thread. The tables' changes leave through it too (streams/tables.py). faust still
 commits the offsets, and it flushes its producer before each commit: :meth:`Outbox.flush` runs
 first, so an input offset is committed only once every record and table change sent while
-handling the records before it has been acknowledged (at-least-once, as before)."""
+handling the records before it has been acknowledged (at-least-once, as before).
+
+Records for the internal topics (``identity``, ``touchpoints.resolved``) travel in frames: every
+record costs faust's consumer and the broker about the same whatever its size, and an event
+makes about three of them. Each goes into a queue per destination partition, in the order it was
+sent, and a queue leaves as one ``Frame`` record when it is full or ready (see
+``FRAME_READY_ITEMS``), when it has lingered, and before every commit. Order per destination partition is what
+the stages rely on (data before the watermark or vote that covers it), and it is kept."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,11 +27,19 @@ from confluent_kafka import KafkaError, Message, Producer
 from parcours.schemas import topics
 from parcours.schemas.codec import Codec
 from parcours.schemas.errors import BrokerError
+from parcours.schemas.frames import Frame, Frames, partition_of
 from parcours.schemas.kafka import producer_config, topic_partitions
 from parcours.schemas.settings import Settings
 
 FLUSH_POLL_SECONDS = 0.002
 """How often a flush looks at what is still unacknowledged (the event loop runs meanwhile)."""
+
+FRAMED = (topics.IDENTITY, topics.RESOLVED)
+"""The internal topics, whose records travel in frames (only the workers read them)."""
+FRAME_READY_ITEMS = 100
+FRAME_LINGER_SECONDS = 0.01
+"""After each input record a frame leaves if it holds this many items or its first has waited
+this long: under load frames fill up; at a trickle each hop adds at most the linger."""
 
 
 class Outbox:
@@ -47,6 +63,8 @@ class Outbox:
         """Sequence number of the next record sent."""
         self._pending: dict[int, None] = {}
         """Sequence numbers of the records not acknowledged yet, oldest first."""
+        self._framed = {self._names[name] for name in FRAMED}
+        self._frames: Frames[None] = Frames(codec)
 
     def topic(self, name: str) -> Any:
         """The faust topic a stage's agent consumes."""
@@ -63,18 +81,45 @@ class Outbox:
         await self.send_raw(name, self.codec.encode(schema, record), key=key)
 
     async def send_raw(self, name: str, value: bytes, *, key: str | None = None) -> None:
-        self._send(self._names[name], value, key.encode() if key else None, -1)
+        self._route(name, value, key.encode() if key else None, -1)
 
     async def to_partition(
         self, name: str, schema: str, record: dict[str, Any], partition: int
     ) -> None:
-        self._send(self._names[name], self.codec.encode(schema, record), b"control", partition)
+        self._route(name, self.codec.encode(schema, record), b"control", partition)
 
     async def everywhere(self, name: str, schema: str, record: dict[str, Any]) -> None:
         """To every partition of ``name``, for control records each task downstream must see."""
         value = self.codec.encode(schema, record)
         for partition in range(self.partitions(name)):
-            self._send(self._names[name], value, b"control", partition)
+            self._route(name, value, b"control", partition)
+
+    def _route(self, name: str, value: bytes, key: bytes | None, partition: int) -> None:
+        topic = self._names[name]
+        if topic not in self._framed:
+            self._send(topic, value, key, partition)
+            return
+        if partition < 0:
+            # The partition librdkafka's murmur2_random would choose: a key lands where it did
+            # before frames, and where any Java-compatible client sends it.
+            partition = partition_of(key or b"", self.partitions(name))
+        full = self._frames.add(topic, partition, value, None)
+        if full is not None:
+            self._send_frame(full)
+
+    def send_frames(self, *, ready: bool = False) -> None:
+        """Send the waiting frames (acknowledged by the next :meth:`flush`): all of them, or
+        only those ``ready``, which hold enough items or have lingered long enough."""
+        lingered = time.monotonic() - FRAME_LINGER_SECONDS
+
+        def unready(frame: Frame[None]) -> bool:
+            return ready and len(frame.items) < FRAME_READY_ITEMS and frame.since > lingered
+
+        for frame in self._frames.take(unready):
+            self._send_frame(frame)
+
+    def _send_frame(self, frame: Frame[None]) -> None:
+        self._send(frame.topic, self._frames.value(frame), b"frame", frame.partition)
 
     def to_changelog(
         self,
@@ -119,6 +164,7 @@ class Outbox:
         """Until every record sent before this call is acknowledged (not those sent meanwhile:
         under load the queue is never empty); BrokerError if one was refused (then nothing is
         committed, and the records are handled again)."""
+        self.send_frames()
         mark = self._next
         # Sequence numbers enter in increasing order, so the first pending one is the oldest.
         while self._pending and next(iter(self._pending)) < mark:

@@ -221,17 +221,29 @@ class Stage:
         await self.out.send(topics.DEAD_LETTERS, "DeadLetter", record)
 
     async def handle(self, value: bytes, source: Source) -> None:
+        """One message: a record, or a frame of them (handled in order)."""
+        try:
+            items = self.codec.unframe(value)
+        except SchemaError as exc:
+            await self.dead_letter(value, f"SchemaError: {exc}", source)
+            return
+        for index, item in enumerate(items):
+            await self.handle_record(item, source, "" if item is value else f"item {index}: ")
+
+    async def handle_record(self, value: bytes, source: Source, where: str) -> None:
+        """``where``: the record's place in its frame, for the dead letter's reason."""
         try:
             name, record = self.codec.decode(value)
             kind = name.rsplit(".", 1)[-1]
             await self.dispatch(kind, record, value, source)
         except (SchemaError, KeyError, TypeError, ValueError) as exc:
-            await self.dead_letter(value, f"{type(exc).__name__}: {exc}", source)
+            await self.dead_letter(value, f"{where}{type(exc).__name__}: {exc}", source)
         except Exception as exc:
             # A bug must not stop the partition: the message is kept in the dead letters with
             # the error, and the traceback goes to the log.
-            log.exception("failed on %s[%d]@%d", *_where(source))
-            await self.dead_letter(value, f"internal error {type(exc).__name__}: {exc}", source)
+            log.exception("failed on %s[%d]@%d %s", *_where(source), where)
+            reason = f"{where}internal error {type(exc).__name__}: {exc}"
+            await self.dead_letter(value, reason, source)
 
     async def dispatch(self, kind: str, record: dict[str, Any], raw: bytes, source: Source) -> None:
         if self.newly_handled(source.partition):
@@ -415,8 +427,8 @@ class IngestStage(Stage):
         super().__init__(settings, codec, outbox, control)
         self.ingest = Ingest(codec, settings.guard)
 
-    async def handle(self, value: bytes, source: Source) -> None:
-        outcome = self.ingest.process(value, source)
+    async def handle_record(self, value: bytes, source: Source, where: str) -> None:
+        outcome = self.ingest.process(value, source, where)
         if isinstance(outcome, Forward | DeadLetter):
             EVENTS_IN.labels(self.name).inc()
         if isinstance(outcome, Forward):
