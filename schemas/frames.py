@@ -41,12 +41,15 @@ class Frame(Generic[Note]):
     size: int = 0
     since: float = field(default_factory=time.monotonic)
 
+    def message(self, codec: Codec) -> bytes:
+        """What is sent: a frame of the items, or the item itself when there is only one."""
+        return self.items[0] if len(self.items) == 1 else codec.frame(self.items)
+
 
 class Frames(Generic[Note]):
     """Records waiting for their frame, per topic partition."""
 
-    def __init__(self, codec: Codec) -> None:
-        self.codec = codec
+    def __init__(self) -> None:
         self._open: dict[tuple[str, int], Frame[Note]] = {}
 
     def add(self, topic: str, partition: int, value: bytes, note: Note) -> Frame[Note] | None:
@@ -69,10 +72,6 @@ class Frames(Generic[Note]):
         for where, frame in list(self._open.items()):
             if not keep(frame):
                 yield self._open.pop(where)
-
-    def value(self, frame: Frame[Note]) -> bytes:
-        """The message: a frame of the items, or the item itself when there is only one."""
-        return frame.items[0] if len(frame.items) == 1 else self.codec.frame(frame.items)
 
     def __bool__(self) -> bool:
         return bool(self._open)

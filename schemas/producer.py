@@ -68,7 +68,7 @@ class TouchpointProducer:
         self._lock = threading.Lock()
         self.delivered = 0
         self.failures: list[str] = []
-        self._frames: Frames[FailureCallback | None] | None = Frames(self.codec) if framed else None
+        self._frames: Frames[FailureCallback | None] | None = Frames() if framed else None
         self._partitions = topic_partitions(settings, self.topic) if framed else 0
 
     def send(
@@ -130,7 +130,7 @@ class TouchpointProducer:
                     on_failure(reason)
 
         callback = partial(self._delivered, failed, len(frame.items))
-        value = self._frames.value(frame) if self._frames else frame.items[0]
+        value = frame.message(self.codec)
         while True:
             try:
                 self._producer.produce(

@@ -64,7 +64,7 @@ class Outbox:
         self._pending: dict[int, None] = {}
         """Sequence numbers of the records not acknowledged yet, oldest first."""
         self._framed = {self._names[name] for name in FRAMED}
-        self._frames: Frames[None] = Frames(codec)
+        self._frames: Frames[None] = Frames()
 
     def topic(self, name: str) -> Any:
         """The faust topic a stage's agent consumes."""
@@ -119,7 +119,7 @@ class Outbox:
             self._send_frame(frame)
 
     def _send_frame(self, frame: Frame[None]) -> None:
-        self._send(frame.topic, self._frames.value(frame), b"frame", frame.partition)
+        self._send(frame.topic, frame.message(self.codec), b"frame", frame.partition)
 
     def to_changelog(
         self,

@@ -214,3 +214,50 @@ def test_a_pruned_touchpoint_leaves_the_profile_and_its_kept_record_goes_too() -
     assert RECORD_KEY + "e-1" not in stage.profiles and RECORD_KEY + "e-2" in stage.profiles
     assert [e["event_id"] for e in stage.profiles["p"]["events"]] == ["e-2"]
     assert [j["touchpoints"] for j in stage.profiles["p"]["archived"]] == [1]
+
+
+class RawOutbox(RecordingOutbox):
+    async def send_raw(self, name: str, value: bytes, *, key: str | None = None) -> None:
+        self.sent.append((name, "raw", {"value": value, "key": key}))
+
+
+def test_a_frame_of_touchpoints_is_ingested_in_order_and_a_bad_item_is_dead_lettered_alone() -> (
+    None
+):
+    codec = Codec()
+    events = [
+        codec.encode("Touchpoint", parse_touchpoint(touchpoint(event_id=f"e-{n}")).to_avro())
+        for n in range(3)
+    ]
+    frame = codec.frame([events[0], b"\x00not avro", events[2]])
+    stage = stages.IngestStage(Settings(), codec, RawOutbox(), {})  # type: ignore[arg-type]
+    asyncio.run(stage.handle(frame, Source(stages.topics.TOUCHPOINTS, 0, 41, 0)))
+
+    forwarded = [
+        codec.decode_as("ResolvedTouchpoint", record["value"])["touchpoint"]["event_id"]
+        for name, schema, record in stage.out.sent  # type: ignore[attr-defined]
+        if name == stages.topics.IDENTITY and schema == "raw"
+    ]
+    assert forwarded == ["e-0", "e-2"]
+    [dead] = [
+        codec.decode_as("DeadLetter", record["value"])
+        for name, _, record in stage.out.sent  # type: ignore[attr-defined]
+        if name == stages.topics.DEAD_LETTERS
+    ]
+    assert dead["reason"].startswith("item 1: not a parcours Avro record")
+    assert (dead["offset"], dead["payload"]) == (41, b"\x00not avro")
+
+
+def test_a_frame_on_an_internal_topic_is_handled_item_by_item() -> None:
+    """A stage applies a frame's records in their order; a record it cannot read is
+    dead-lettered with its place in the frame and does not stop the others."""
+    codec = Codec()
+    profiles: dict[str, Any] = {}
+    stage = journey_stage(profiles)
+    first, second = (resolved_cart(f"ev-{n}", "p-1")[1] for n in (1, 2))
+    frame = codec.frame([first, codec.encode("Tick", {"task": 0})[:-1] + b"\xff\xff", second])
+    asyncio.run(stage.handle(frame, Source(stages.topics.RESOLVED, 0, 9, 0)))
+
+    assert ProfileState.from_json(profiles["p-1"]).events.keys() == {"ev-1", "ev-2"}
+    [dead] = [record for name, _, record in stage.out.sent if name == stages.topics.DEAD_LETTERS]  # type: ignore[attr-defined]
+    assert dead["reason"].startswith("item 1: SchemaError") and dead["offset"] == 9
