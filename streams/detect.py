@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -22,6 +22,7 @@ from parcours.streams.facts import (
     CONTACT_ENDED,
     PURCHASE,
     EventFacts,
+    flat,
 )
 from parcours.streams.rules import Rules
 
@@ -56,7 +57,8 @@ class Pivot:
         return self.failure_event_id is not None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data: dict[str, Any] = flat(self)  # (mypy sees parcours.* imports as Any)
+        return data
 
 
 @dataclass(frozen=True)
@@ -235,7 +237,8 @@ class Fired:
     """A merge showed it should not have fired; its follow-up is cancelled (``retracted``)."""
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self) | {"anchor": self.anchor.to_json()}
+        data: dict[str, Any] = flat(self)
+        return data | {"anchor": self.anchor.to_json()}
 
     def retract(self) -> Fired:
         return replace(self, retracted=True, status=CANCELLED, reason=RETRACTED)

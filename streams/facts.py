@@ -74,6 +74,21 @@ class EventFacts:
         return cls(**data)
 
 
+def flat(record: object) -> dict[str, Any]:
+    """A dataclass's fields as a dict, one level deep: ``dataclasses.asdict`` deep-copies every
+    value, and a profile's state is written whole at every change."""
+    return {name: getattr(record, name) for name in _names(type(record))}
+
+
+_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _names(kind: type) -> tuple[str, ...]:
+    if kind not in _NAMES:
+        _NAMES[kind] = tuple(f.name for f in fields(kind))
+    return _NAMES[kind]
+
+
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(EventFacts)}
 """Field → default (``MISSING`` for the required ones, which are therefore always written)."""
 

@@ -12,7 +12,7 @@ outputs; the faust agent publishes them. No Kafka in here.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from parcours.streams.detect import (
@@ -31,7 +31,7 @@ from parcours.streams.detect import (
     settle,
     zone,
 )
-from parcours.streams.facts import PURCHASE, EventFacts
+from parcours.streams.facts import PURCHASE, EventFacts, flat
 from parcours.streams.rules import Rules
 
 __all__ = [
@@ -72,9 +72,8 @@ class JourneySummary:
     version: int = field(default=0, compare=False)
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["channels"] = list(self.channels)
-        return data
+        data: dict[str, Any] = flat(self)  # (mypy sees parcours.* imports as Any)
+        return data | {"channels": list(self.channels)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> JourneySummary:
@@ -181,7 +180,9 @@ class _Open:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        left = flat(self.left) if self.left else None
+        data: dict[str, Any] = flat(self)
+        return data | {"channels": list(self.channels), "left": left}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> _Open:

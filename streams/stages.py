@@ -16,7 +16,6 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, MutableMapping, Sequence
-from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -29,7 +28,7 @@ from parcours.schemas.records import Source, dead_letter_record
 from parcours.schemas.sdk import is_blocklisted
 from parcours.schemas.settings import Settings
 from parcours.streams.clock import UNKNOWN, Announce, EndOfRun, Epochs, EpochVote, Watermarks
-from parcours.streams.facts import EventFacts, facts_of
+from parcours.streams.facts import EventFacts, facts_of, flat
 from parcours.streams.identity import (
     Effects,
     IdentityGraph,
@@ -315,7 +314,7 @@ class Stage:
 
     async def announce(self, announce: Announce | None) -> None:
         if announce is not None:
-            await self.out.everywhere(self.input_topic, "RunRound", asdict(announce))
+            await self.out.everywhere(self.input_topic, "RunRound", flat(announce))
 
     async def pass_watermark(self, partition: int) -> None:
         """At most every ``watermark_every_ms`` of wall clock, act on this task's watermark."""
@@ -349,7 +348,7 @@ class Stage:
 
     async def vote(self, votes: list[EpochVote]) -> None:
         for vote in votes:
-            await self.out.everywhere(self.input_topic, "EpochRound", asdict(vote))
+            await self.out.everywhere(self.input_topic, "EpochRound", flat(vote))
 
     async def on_vote(self, vote: EpochVote, partition: int) -> None:
         epochs = self.epochs(partition)
@@ -519,15 +518,15 @@ class IdentityStage(Stage):
         if effects.changed:
             self.touched(source.partition)
         for link in effects.links:
-            record = asdict(link)
+            record = flat(link)
             await self.out.send(self.input_topic, "IdentityLink", record, key=link.target)
             self.loop_sent(source.partition, link.occurred_at)
         for merge in effects.merges:
-            record = asdict(merge)
+            record = flat(merge)
             await self.out.send(self.output_topic, "ProfileMerge", record, key=merge.loser)
             await self.out.send(topics.MERGES, "ProfileMerge", record, key=merge.loser)
         for warning in effects.warnings:
-            record = asdict(warning) | {"warning_id": warning.warning_id}
+            record = flat(warning) | {"warning_id": warning.warning_id}
             await self.out.send(
                 topics.IDENTITY_WARNINGS, "IdentityWarning", record, key=warning.warning_id
             )
