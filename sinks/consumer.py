@@ -105,6 +105,7 @@ class Sink:
         self.consumer = Consumer(config | prompt | {"logger": logging.getLogger("librdkafka")})
         self.assigned = False
         self._lag_at = 0.0
+        self.events_in = EVENTS_IN.labels("sink")  # once: finding it costs more than counting
         self.health.not_ready = self._not_ready
 
     def run(self) -> None:
@@ -131,7 +132,7 @@ class Sink:
                 log.warning("consumer error: %s", error)
             return
         topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
-        EVENTS_IN.labels("sink").inc()
+        self.events_in.inc()
         table, row = self.router.route(msg)
         source = Source(topic, partition, offset, msg.timestamp()[1])
         self.writer.add(table, row, Origin(source, msg.value() or b""))
