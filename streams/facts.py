@@ -62,16 +62,23 @@ class EventFacts:
         return self.action in CONTACT_ACTIONS or bool(self.case_id)
 
     def to_json(self) -> dict[str, Any]:
-        # Every save of a profile writes all its events: no dataclasses.asdict (deep copies).
-        return {
-            name: value
-            for name, default in _DEFAULTS.items()
-            if (value := getattr(self, name)) != default
-        }
+        # A profile's every save writes all its events: each one's JSON is made once, or kept
+        # from the JSON it was read from (the facts are frozen, so it cannot go stale).
+        data: dict[str, Any] | None = self.__dict__.get("_json")
+        if data is None:
+            data = {
+                name: value
+                for name, default in _DEFAULTS.items()
+                if (value := getattr(self, name)) != default
+            }
+            object.__setattr__(self, "_json", data)
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EventFacts:
-        return cls(**data)
+        facts = cls(**data)
+        object.__setattr__(facts, "_json", data)
+        return facts
 
 
 def flat(record: object) -> dict[str, Any]:
