@@ -15,6 +15,7 @@ import base64
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, MutableMapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -55,6 +56,9 @@ beside the profiles (a profile is saved whole at every change, and that record i
 event's bytes). In the profiles table on purpose: a record is written to the same changelog
 partition as, and before, the profile save that holds its event, so a restored profile never
 lacks the record of an event it holds."""
+
+RECENT_STATES = 20_000
+"""Profiles a journey task keeps decoded after saving them (the next event often comes soon)."""
 
 WATERMARK_EVERY_MS = 500
 """How often (wall clock) a task acts on how far its event time has got: ingest tells the next
@@ -562,15 +566,34 @@ class JourneyStage(Stage):
         """Per partition this process handles: when time alone changes each profile."""
         self.offsets: dict[int, int] = {}
         """Per partition: the offset of the input record being handled."""
+        self._recent_states: OrderedDict[str, tuple[dict[str, Any], ProfileState]] = OrderedDict()
+        """The last profiles saved, with the value saved: reading a profile back from its JSON
+        costs as much as the rest of handling an event (newest last)."""
 
     def load(self, profile: str) -> ProfileState:
         data = self.profiles.get(profile)
-        state = ProfileState.from_json(data) if data else ProfileState(profile)
+        state = self._recent(profile, data)
+        if state is None:
+            state = ProfileState.from_json(data) if data else ProfileState(profile)
         # Versions follow the wall clock as well as the state: after a crash the restored state
         # can be older than outputs its last owner already published, and what is published
         # now must replace those.
         state.version = max(state.version, wall_ms() * 1000)
         return state
+
+    def _recent(self, profile: str, data: dict[str, Any] | None) -> ProfileState | None:
+        """The state this process saved last for ``profile``, if the table still holds what it
+        saved (a restore or another owner's write makes a new value). Taken out while it is
+        handled: a record that fails half-way leaves nothing here to be reused."""
+        recent = self._recent_states.pop(profile, None)
+        if recent is None or data is None or recent[0] is not data:
+            return None
+        return recent[1]
+
+    def _keep_recent(self, state: ProfileState, saved: dict[str, Any]) -> None:
+        self._recent_states[state.profile_id] = (saved, state)
+        if len(self._recent_states) > RECENT_STATES:
+            self._recent_states.popitem(last=False)
 
     async def dispatch(self, kind: str, record: dict[str, Any], raw: bytes, source: Source) -> None:
         self.offsets[source.partition] = source.offset
@@ -604,6 +627,7 @@ class JourneyStage(Stage):
         offset = self.offsets.get(partition, -1)
         saved = state.to_json() | {"partition": partition, "wake": wake, "offset": offset}
         self.profiles[state.profile_id] = saved
+        self._keep_recent(state, saved)
         at = None if state.merged_into else self.core.wakes_at(wake)
         self.timers.setdefault(partition, Timers()).set(state.profile_id, at)
         for event_id in pruned:
@@ -640,7 +664,7 @@ class JourneyStage(Stage):
             if not self.core.is_due(data.get("wake") or {}, watermark, finished=finished):
                 timers.set(profile, self.core.wakes_at(data.get("wake") or {}))
                 continue
-            state = ProfileState.from_json(data)
+            state = self._recent(profile, data) or ProfileState.from_json(data)
             outputs = self.core.advance(state, watermark, finished=finished)
             if outputs:
                 await self.publish(outputs)

@@ -261,3 +261,23 @@ def test_a_frame_on_an_internal_topic_is_handled_item_by_item() -> None:
     assert ProfileState.from_json(profiles["p-1"]).events.keys() == {"ev-1", "ev-2"}
     [dead] = [record for name, _, record in stage.out.sent if name == stages.topics.DEAD_LETTERS]  # type: ignore[attr-defined]
     assert dead["reason"].startswith("item 1: SchemaError") and dead["offset"] == 9
+
+
+def test_a_profile_kept_decoded_is_used_only_while_the_table_holds_what_was_saved() -> None:
+    """The journey stage keeps the profiles it saved last decoded. A record that fails half-way
+    through must not leave its half-changed profile for the next one, and a value the table got
+    otherwise (a restore, another owner) is read from the table."""
+    profiles: dict[str, Any] = {}
+    stage = journey_stage(profiles)
+    for offset, event_id in enumerate(("e-1", "e-2")):
+        record, raw = resolved("p", event_id=event_id, identities={"crm_id": "c-1"})
+        asyncio.run(stage.on_record("ResolvedTouchpoint", record, raw, Source("t", 0, offset, 0)))
+    half_changed = stage.load("p")  # taken out while its record is handled, which then fails
+    half_changed.events.clear()
+    assert stage.load("p").events.keys() == {"e-1", "e-2"}
+
+    restored = ProfileState.from_json(profiles["p"])
+    record, raw = resolved("p", event_id="e-3", identities={"crm_id": "c-1"})
+    asyncio.run(stage.on_record("ResolvedTouchpoint", record, raw, Source("t", 0, 2, 0)))
+    profiles["p"] = restored.to_json() | {"partition": 0, "offset": 1}
+    assert stage.load("p").events.keys() == {"e-1", "e-2"}
