@@ -52,18 +52,24 @@ class Frames(Generic[Note]):
     def __init__(self) -> None:
         self._open: dict[tuple[str, int], Frame[Note]] = {}
 
-    def add(self, topic: str, partition: int, value: bytes, note: Note) -> Frame[Note] | None:
-        """Add a record; the frame it filled, to be sent now, if any."""
+    def add(self, topic: str, partition: int, value: bytes, note: Note) -> list[Frame[Note]]:
+        """Add a record; the frames to send now: the one it would overflow (a frame never
+        holds more than ``FRAME_BYTES`` of records, unless one record alone is larger) and the
+        one it filled."""
         where = (topic, partition)
+        ready: list[Frame[Note]] = []
         frame = self._open.get(where)
+        if frame is not None and frame.size + len(value) > FRAME_BYTES:
+            ready.append(self._open.pop(where))
+            frame = None
         if frame is None:
             frame = self._open[where] = Frame(topic, partition)
         frame.items.append(value)
         frame.notes.append(note)
         frame.size += len(value)
         if len(frame.items) >= FRAME_ITEMS or frame.size >= FRAME_BYTES:
-            return self._open.pop(where)
-        return None
+            ready.append(self._open.pop(where))
+        return ready
 
     def take(
         self, keep: Callable[[Frame[Note]], bool] = lambda frame: False

@@ -91,9 +91,8 @@ class TouchpointProducer:
                 self.produce(self.topic, key, value, on_failure=on_failure)
             else:
                 partition = partition_of(key, self._partitions)
-                full = self._frames.add(self.topic, partition, value, on_failure)
-                if full is not None:
-                    self._produce_frame(full)
+                for frame in self._frames.add(self.topic, partition, value, on_failure):
+                    self._produce_frame(frame)
         except KafkaException as exc:
             raise BrokerError(
                 f"event: not produced: {exc.args[0].str()}", event_id=touchpoint.event_id

@@ -103,9 +103,8 @@ class Outbox:
             # The partition librdkafka's murmur2_random would choose: a key lands where it did
             # before frames, and where any Java-compatible client sends it.
             partition = partition_of(key or b"", self.partitions(name))
-        full = self._frames.add(topic, partition, value, None)
-        if full is not None:
-            self._send_frame(full)
+        for frame in self._frames.add(topic, partition, value, None):
+            self._send_frame(frame)
 
     def send_frames(self, *, ready: bool = False) -> None:
         """Send the waiting frames (acknowledged by the next :meth:`flush`): all of them, or
