@@ -9,7 +9,6 @@ events, kept once), the worker's memory once ready, and start-to-ready times."""
 
 from __future__ import annotations
 
-import base64
 import statistics
 import tempfile
 import time
@@ -32,7 +31,7 @@ from parcours.schemas.settings import Settings
 from parcours.streams.facts import facts_of
 from parcours.streams.identity import usable_identities
 from parcours.streams.journey import JourneyCore
-from parcours.streams.stages import RECORD_KEY
+from parcours.streams.stages import RECORD_KEY, keepable
 
 SAMPLE_CUSTOMERS = 5_000
 STORES = ("memory://", "rocksdb://")
@@ -74,7 +73,7 @@ def sample_profiles(customers: int = SAMPLE_CUSTOMERS, days: int = 1) -> list[Sa
 
 
 def _record(codec: Codec, touchpoint: dict[str, Any], routing_key: str, offset: int) -> str:
-    """The resolved record the journey stage received."""
+    """The resolved record the journey stage received, as it keeps it."""
     resolved = {
         "touchpoint": touchpoint,
         "profile_id": f"p-{offset:012d}",
@@ -84,7 +83,8 @@ def _record(codec: Codec, touchpoint: dict[str, Any], routing_key: str, offset: 
         "source_partition": offset % 4,
         "source_offset": offset,
     }
-    return base64.b64encode(codec.encode("ResolvedTouchpoint", resolved)).decode()
+    kept: str = keepable(codec, resolved)
+    return kept
 
 
 def copies(samples: list[Sample], count: int, partitions: int) -> Iterator[Any]:

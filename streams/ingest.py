@@ -78,7 +78,7 @@ class Ingest:
         }
         key = touchpoint.routing_key.encode()
         occurred_at = int(touchpoint.occurred_at.timestamp() * 1000)
-        return Forward(key, self.codec.encode("ResolvedTouchpoint", resolved), occurred_at)
+        return Forward(key, self.codec.encode_internal("ResolvedTouchpoint", resolved), occurred_at)
 
     def _dead(self, value: bytes, reason: str, source: Source) -> DeadLetter:
         record = dead_letter_record("worker", reason, value, source)

@@ -35,7 +35,7 @@ FLUSH_POLL_SECONDS = 0.002
 """How often a flush looks at what is still unacknowledged (the event loop runs meanwhile)."""
 
 FRAMED = (topics.IDENTITY, topics.RESOLVED)
-"""The internal topics, whose records travel in frames (only the workers read them)."""
+"""The internal topics, whose records travel in frames, as JSON (only the workers read them)."""
 FRAME_READY_ITEMS = 100
 FRAME_LINGER_SECONDS = 0.01
 """After each input record a frame leaves if it holds this many items or its first has waited
@@ -78,7 +78,7 @@ class Outbox:
     async def send(
         self, name: str, schema: str, record: dict[str, Any], *, key: str | None = None
     ) -> None:
-        await self.send_raw(name, self.codec.encode(schema, record), key=key)
+        await self.send_raw(name, self._encode(name, schema, record), key=key)
 
     async def send_raw(self, name: str, value: bytes, *, key: str | None = None) -> None:
         self._route(name, value, key.encode() if key else None, -1)
@@ -86,13 +86,19 @@ class Outbox:
     async def to_partition(
         self, name: str, schema: str, record: dict[str, Any], partition: int
     ) -> None:
-        self._route(name, self.codec.encode(schema, record), b"control", partition)
+        self._route(name, self._encode(name, schema, record), b"control", partition)
 
     async def everywhere(self, name: str, schema: str, record: dict[str, Any]) -> None:
         """To every partition of ``name``, for control records each task downstream must see."""
-        value = self.codec.encode(schema, record)
+        value = self._encode(name, schema, record)
         for partition in range(self.partitions(name)):
             self._route(name, value, b"control", partition)
+
+    def _encode(self, name: str, schema: str, record: dict[str, Any]) -> bytes:
+        """Avro for the public topics; the internal ones carry JSON (only workers read them)."""
+        encode = self.codec.encode_internal if name in FRAMED else self.codec.encode
+        value: bytes = encode(schema, record)
+        return value
 
     def _route(self, name: str, value: bytes, key: bytes | None, partition: int) -> None:
         topic = self._names[name]

@@ -286,3 +286,41 @@ def test_every_shipped_schema_round_trips() -> None:
     }
     for name, record in samples.items():
         assert codec.decode_as(name, codec.encode(name, record)) == record
+
+
+def test_internal_records_are_json_that_avro_encodes_the_same_once_decoded() -> None:
+    """What the workers send each other is JSON, times as exact epoch ms; a record read back
+    from it makes the same Avro bytes on a public topic as the record it was made from."""
+    codec = Codec()
+    record = {
+        "touchpoint": parse_touchpoint(EVENT).to_avro(),
+        "profile_id": "p-1",
+        "journey_id": None,
+        "routing_key": "crm_id:crm-9",
+        "produced_at": datetime(2026, 11, 24, 10, 2, 11, 999000, tzinfo=UTC),
+        "source_partition": 0,
+        "source_offset": 7,
+    }
+    internal = codec.encode_internal("ResolvedTouchpoint", record)
+    assert internal.startswith(b'["io.parcours.v1.ResolvedTouchpoint",')
+    name, decoded = codec.decode(internal)
+    assert name == "io.parcours.v1.ResolvedTouchpoint"
+    assert decoded["produced_at"] == 1795514531999
+    assert codec.encode("ResolvedTouchpoint", decoded) == codec.encode("ResolvedTouchpoint", record)
+    transfer = {"loser": "a", "survivor": "b", "state": b'{"events":[]}', "occurred_at": 1}
+    assert codec.decode(codec.encode_internal("ProfileTransfer", transfer))[1]["state"] == (
+        '{"events":[]}'
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b'["io.parcours.v1.Tick", {"task": ', "corrupt internal record"),
+        (b'["io.parcours.v1.Tick", 3]', "not \\[name, record\\]"),
+        (b'["io.parcours.v1.Nothing", {}]', "unknown schema name"),
+    ],
+)
+def test_a_bad_internal_record_is_a_schema_error(data: bytes, error: str) -> None:
+    with pytest.raises(SchemaError, match=error):
+        Codec().decode(data)
