@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -23,6 +24,15 @@ from parcours.schemas.settings import Settings
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
 FailureCallback = Callable[[str], None]
 """Called with the reason when one record could not be delivered."""
+
+
+@dataclass(frozen=True)
+class _Framed:
+    """What a touchpoint sent in a frame needs if Kafka refuses the frame: to go again alone."""
+
+    key: bytes
+    event_id: str
+    on_failure: FailureCallback | None
 
 
 def codec_for(settings: Settings) -> Codec:
@@ -59,7 +69,8 @@ class TouchpointProducer:
     ) -> None:
         """``framed``: send touchpoints in frames, per partition (a bulk load: each message
         costs the broker and the workers about the same whatever it holds); ``on_delivery``
-        then gets one report per frame."""
+        then gets one report per frame. A frame Kafka refuses is sent again one touchpoint at
+        a time, so each refusal still names its touchpoint and nothing valid is lost."""
         self.settings = settings
         self.topic = settings.topic("touchpoints")
         self.codec = codec or codec_for(settings)
@@ -68,8 +79,11 @@ class TouchpointProducer:
         self._lock = threading.Lock()
         self.delivered = 0
         self.failures: list[str] = []
-        self._frames: Frames[FailureCallback | None] | None = Frames() if framed else None
+        self._frames: Frames[_Framed] | None = Frames() if framed else None
         self._partitions = topic_partitions(settings, self.topic) if framed else 0
+        self._refused: list[Frame[_Framed]] = []
+        """Frames Kafka refused: each touchpoint is sent again alone, so that a refusal is
+        reported for the touchpoints it concerns and none other is lost."""
 
     def send(
         self,
@@ -91,8 +105,10 @@ class TouchpointProducer:
                 self.produce(self.topic, key, value, on_failure=on_failure)
             else:
                 partition = partition_of(key, self._partitions)
-                for frame in self._frames.add(self.topic, partition, value, on_failure):
+                note = _Framed(key, touchpoint.event_id, on_failure)
+                for frame in self._frames.add(self.topic, partition, value, note):
                     self._produce_frame(frame)
+                self._send_refused_alone()
         except KafkaException as exc:
             raise BrokerError(
                 f"event: not produced: {exc.args[0].str()}", event_id=touchpoint.event_id
@@ -106,9 +122,11 @@ class TouchpointProducer:
         value: bytes,
         partition: int | None = None,
         on_failure: FailureCallback | None = None,
+        items: int = 1,
     ) -> None:
-        """Enqueue raw bytes; waits (serving delivery reports) while the local queue is full."""
-        callback = partial(self._delivered, on_failure, 1)
+        """Enqueue raw bytes (``items`` touchpoints); waits (serving delivery reports) while
+        the local queue is full."""
+        callback = partial(self._delivered, on_failure, items)
         kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": callback}
         if partition is not None:
             kwargs["partition"] = partition
@@ -120,37 +138,53 @@ class TouchpointProducer:
                 self._producer.poll(0.05)
         self._producer.poll(0)
 
-    def _produce_frame(self, frame: Frame[FailureCallback | None]) -> None:
-        def failed(reason: str) -> None:
-            for on_failure in frame.notes:
-                if on_failure is None:
-                    self.failures.append(f"{frame.topic}: {reason}")
-                else:
-                    on_failure(reason)
+    def _produce_frame(self, frame: Frame[_Framed]) -> None:
+        if len(frame.items) == 1:
+            self._produce_alone(frame, 0)
+            return
+        refused = partial(self._refuse, frame)
+        try:
+            value = frame.message(self.codec)
+            self.produce(frame.topic, b"frame", value, frame.partition, refused, len(frame.items))
+        except KafkaException:
+            self._refused.append(frame)
 
-        callback = partial(self._delivered, failed, len(frame.items))
-        value = frame.message(self.codec)
-        while True:
-            try:
-                self._producer.produce(
-                    frame.topic, value, b"frame", frame.partition, on_delivery=callback
-                )
-                break
-            except BufferError:
-                self._producer.poll(0.05)
-            except KafkaException as exc:  # refused at once: each item is reported, none lost
-                failed(f"event: not produced: {exc.args[0].str()}")
-                return
-        self._producer.poll(0)
+    def _refuse(self, frame: Frame[_Framed], reason: str) -> None:
+        self._refused.append(frame)  # sent again outside the delivery report (_send_refused_alone)
+
+    def _produce_alone(self, frame: Frame[_Framed], index: int) -> None:
+        note = frame.notes[index]
+        try:
+            self.produce(
+                frame.topic, note.key, frame.items[index], frame.partition, note.on_failure
+            )
+        except KafkaException as exc:
+            error = BrokerError(f"event: not produced: {exc.args[0].str()}", event_id=note.event_id)
+            if note.on_failure is None:
+                self.failures.append(str(error))
+            else:
+                note.on_failure(str(error))
+
+    def _send_refused_alone(self) -> None:
+        while self._refused:
+            frame = self._refused.pop(0)
+            for index in range(len(frame.items)):
+                self._produce_alone(frame, index)
 
     def flush(self, timeout: float = 60.0) -> None:
         """Send what waits for its frame, then wait until the broker has everything."""
         for frame in self._frames.take() if self._frames else ():
             self._produce_frame(frame)
         deadline = time.monotonic() + timeout
-        while self._producer.flush(0.5) > 0:
-            if time.monotonic() > deadline:
-                raise BrokerError(f"{len(self._producer)} messages not delivered after {timeout}s")
+        while True:
+            self._send_refused_alone()
+            while self._producer.flush(0.5) > 0:
+                if time.monotonic() > deadline:
+                    raise BrokerError(
+                        f"{len(self._producer)} messages not delivered after {timeout}s"
+                    )
+            if not self._refused:
+                break
         if self.failures:
             raise BrokerError(
                 f"{len(self.failures)} deliveries failed; first: {self.failures[0]}",

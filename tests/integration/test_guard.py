@@ -119,11 +119,13 @@ class LateRefusals:
 
 
 class RefusingProducer(TouchpointProducer):
-    """The real producer, but touchpoints whose bytes carry ``refuse`` go to a partition their
-    topic does not have: Kafka refuses them at once, or (``refuse-late``) in the delivery report."""
+    """The real producer, but records whose bytes carry ``refuse`` go to a partition their
+    topic does not have: Kafka refuses them at once, or (``refuse-late``) in the delivery report.
+    A replay sends frames: the frame holding such a touchpoint is refused, then the touchpoint
+    alone, and the other touchpoints of the frame get through."""
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
+    def __init__(self, settings: Settings, **options: Any) -> None:
+        super().__init__(settings, **options)
         self._producer = LateRefusals(self._producer)  # type: ignore[assignment]
 
     def produce(
