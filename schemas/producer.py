@@ -145,7 +145,9 @@ class TouchpointProducer:
         refused = partial(self._refuse, frame)
         try:
             value = frame.message(self.codec)
-            self.produce(frame.topic, b"frame", value, frame.partition, refused, len(frame.items))
+            self.produce(
+                frame.topic, b"frame", value, frame.partition, refused, items=len(frame.items)
+            )
         except KafkaException:
             self._refused.append(frame)
 

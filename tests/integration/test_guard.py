@@ -135,10 +135,11 @@ class RefusingProducer(TouchpointProducer):
         value: bytes,
         partition: int | None = None,
         on_failure: FailureCallback | None = None,
+        items: int = 1,
     ) -> None:
         if b"refuse" in value and topic == self.topic:
             partition = 97
-        super().produce(topic, key, value, partition, on_failure)
+        super().produce(topic, key, value, partition, on_failure, items=items)
 
 
 def test_records_kafka_refuses_are_rejected_lines(
