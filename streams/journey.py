@@ -338,6 +338,10 @@ class ProfileState:
             settling=data.get("settling"),
         )
 
+    def last_published(self) -> int:
+        """The version of the newest journey this profile published (0: none)."""
+        return max((summary.version for summary in self.published.values()), default=0)
+
     def learn_identities(self, identities: dict[str, str], at: int) -> None:
         """``identities`` belong to the profile from event time ``at`` on. Past the cap, the
         values known earliest are kept, whatever order they came in."""

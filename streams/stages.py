@@ -780,12 +780,21 @@ class JourneyStage(Stage):
             await self.transfer(loser, state.merged_into, cause, source)
             return
         watermark, finished = self.time(source.partition)
+        # A repeated transfer from a loser that published after this profile last did: a worker
+        # took the loser's partition over and published it again before its merge came again
+        # (the changelog write of ``merged_into`` had died with the last owner). Its rows now
+        # carry newer versions than this profile's, so this profile publishes everything again,
+        # as a takeover does (the first transfer places the loser's events anyway).
+        repeated = any(event_id in state.events for event_id in loser.events)
+        outdone = repeated and loser.last_published() > state.last_published()
         outputs = self.core.absorb(state, loser, watermark, cause=cause, finished=finished)
         # Only the events the merge brought (history it found settled stays with the loser).
         for event_id, kept in records.items():
             if event_id in state.events:
                 self.keep_record(event_id, kept)
         await self.publish(outputs)
+        if outdone:
+            await self.publish(self.core.republish(state))
         self.save(state, source.partition, outputs.pruned)
 
     def downstream(self) -> tuple[str, ...]:

@@ -281,3 +281,35 @@ def test_a_profile_kept_decoded_is_used_only_while_the_table_holds_what_was_save
     asyncio.run(stage.on_record("ResolvedTouchpoint", record, raw, Source("t", 0, 2, 0)))
     profiles["p"] = restored.to_json() | {"partition": 0, "offset": 1}
     assert stage.load("p").events.keys() == {"e-1", "e-2"}
+
+
+def test_a_survivor_outdone_by_its_republished_loser_publishes_everything_again() -> None:
+    """A worker killed after sending a loser's transfer, before its ``merged_into`` reached the
+    changelog: the new owner republishes the loser (its restored state says nothing of the
+    merge) with newer versions than the survivor's rows, then the merge comes again and so does
+    the transfer. The survivor must publish its rows again, above the loser's, or the loser's
+    stale placements win in ClickHouse. A plain repeated transfer changes nothing."""
+    stage = journey_stage({})
+    loser = ProfileState("p-loser")
+    facts, raw = cart_event("ev-1")
+    stage.keep_record(facts.event_id, base64.b64encode(raw).decode())
+    stage.core.add(loser, facts, None)
+    snapshot = loser.to_json()
+    source = Source(stages.topics.RESOLVED, 0, 1, 0)
+
+    def transfer(state: dict[str, Any]) -> list[dict[str, Any]]:
+        stage.out.sent.clear()  # type: ignore[attr-defined]
+        copy = ProfileState.from_json(state)
+        asyncio.run(stage.on_transfer("p-survivor", copy, {}, 0, source))
+        return [r for _, kind, r in stage.out.sent if kind == "ResolvedTouchpoint"]  # type: ignore[attr-defined]
+
+    [first] = transfer(snapshot)
+    assert first["profile_id"] == "p-survivor"
+    assert transfer(snapshot) == []
+
+    republished = ProfileState.from_json(snapshot)
+    republished.version = first["version"] + 1000
+    loser_rows = stage.core.republish(republished)
+    [again] = transfer(republished.to_json())
+    assert again["profile_id"] == "p-survivor"
+    assert again["version"] > loser_rows.assignments[0].version
