@@ -63,7 +63,6 @@ class Outbox:
         """Sequence number of the next record sent."""
         self._pending: dict[int, None] = {}
         """Sequence numbers of the records not acknowledged yet, oldest first."""
-        self._framed = {self._names[name] for name in FRAMED}
         self._frames: Frames[None] = Frames()
 
     def topic(self, name: str) -> Any:
@@ -102,7 +101,7 @@ class Outbox:
 
     def _route(self, name: str, value: bytes, key: bytes | None, partition: int) -> None:
         topic = self._names[name]
-        if topic not in self._framed:
+        if name not in FRAMED:
             self._send(topic, value, key, partition)
             return
         if partition < 0:

@@ -572,23 +572,22 @@ class JourneyStage(Stage):
 
     def load(self, profile: str) -> ProfileState:
         data = self.profiles.get(profile)
-        state = self._recent(profile, data)
-        if state is None:
-            state = ProfileState.from_json(data) if data else ProfileState(profile)
+        state = self._decoded(profile, data) if data else ProfileState(profile)
         # Versions follow the wall clock as well as the state: after a crash the restored state
         # can be older than outputs its last owner already published, and what is published
         # now must replace those.
         state.version = max(state.version, wall_ms() * 1000)
         return state
 
-    def _recent(self, profile: str, data: dict[str, Any] | None) -> ProfileState | None:
-        """The state this process saved last for ``profile``, if the table still holds what it
-        saved (a restore or another owner's write makes a new value). Taken out while it is
-        handled: a record that fails half-way leaves nothing here to be reused."""
+    def _decoded(self, profile: str, data: dict[str, Any]) -> ProfileState:
+        """``profile``'s state from the table's ``data``: the state this process saved last, if
+        the table still holds what it saved (a restore or another owner's write makes a new
+        value), else decoded. Taken out while it is handled: a record that fails half-way
+        leaves nothing here to be reused."""
         recent = self._recent_states.pop(profile, None)
-        if recent is None or data is None or recent[0] is not data:
-            return None
-        return recent[1]
+        if recent is not None and recent[0] is data:
+            return recent[1]
+        return ProfileState.from_json(data)
 
     def _keep_recent(self, state: ProfileState, saved: dict[str, Any]) -> None:
         self._recent_states[state.profile_id] = (saved, state)
@@ -664,7 +663,7 @@ class JourneyStage(Stage):
             if not self.core.is_due(data.get("wake") or {}, watermark, finished=finished):
                 timers.set(profile, self.core.wakes_at(data.get("wake") or {}))
                 continue
-            state = self._recent(profile, data) or ProfileState.from_json(data)
+            state = self._decoded(profile, data)
             outputs = self.core.advance(state, watermark, finished=finished)
             if outputs:
                 await self.publish(outputs)
