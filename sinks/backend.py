@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
+import orjson
 from parcours.schemas.errors import RowsRefused, SinkError
 from parcours.schemas.settings import Settings
 
@@ -75,12 +75,17 @@ class Backend(Protocol):
 
 
 def json_lines(rows: Iterable[dict[str, Any]]) -> str:
-    return "\n".join(json.dumps(row, separators=(",", ":"), default=str) for row in rows)
+    """JSONEachRow. orjson: the standard library's encoder was a tenth of the sink's CPU. A row's
+    datetimes are already ClickHouse literals (``rows.ts``); anything else is written as text."""
+    return b"\n".join(orjson.dumps(row, default=str, option=_ROW) for row in rows).decode()
+
+
+_ROW = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
 
 
 def rows_of(raw: bytes) -> list[dict[str, Any]]:
     """Parse a JSONEachRow answer."""
-    return [json.loads(line) for line in raw.splitlines() if line.strip()]
+    return [orjson.loads(line) for line in raw.splitlines() if line.strip()]
 
 
 class ChdbBackend:

@@ -12,6 +12,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from parcours.schemas import topics
 from parcours.schemas.codec import Codec
 from parcours.schemas.errors import SchemaError
+from parcours.schemas.heap import tune_collector
 from parcours.schemas.kafka import consumer_config
 from parcours.schemas.observe import CONSUMER_LAG, EVENTS_IN, Health
 from parcours.schemas.producer import codec_for
@@ -194,6 +195,7 @@ def run_sink(
     from parcours.sinks.migrations import migrate
     from parcours.sinks.sqlserver import SqlServer
 
+    tune_collector()
     health = Health(settings.liveness_seconds)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with OpsServer(health, settings.metrics_host, settings.metrics_port, settings.data_dir, "sink"):

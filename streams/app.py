@@ -16,6 +16,7 @@ import faust
 from faust.types import TP, EventT
 from parcours.schemas import topics
 from parcours.schemas.errors import ConfigError
+from parcours.schemas.heap import tune_collector
 from parcours.schemas.kafka import topic_partitions
 from parcours.schemas.observe import CONSUMER_LAG, Health, OpsServer
 from parcours.schemas.producer import codec_for
@@ -289,6 +290,7 @@ def run_worker(settings: Settings, parent_pid: int | None = None) -> None:
     from faust.worker import Worker
 
     check_copartitioned(settings)
+    tune_collector()
     health = Health(settings.liveness_seconds)
     app = create_app(settings, health)
     # After the app: the Kafka clients' loggers exist. faust's SIGTERM handler is its graceful stop.
