@@ -243,13 +243,18 @@ class Stage:
             kind = name.rsplit(".", 1)[-1]
             await self.dispatch(kind, record, value, source)
         except (SchemaError, KeyError, TypeError, ValueError) as exc:
+            self.on_failure()
             await self.dead_letter(value, f"{where}{type(exc).__name__}: {exc}", source)
         except Exception as exc:
             # A bug must not stop the partition: the message is kept in the dead letters with
             # the error, and the traceback goes to the log.
             log.exception("failed on %s[%d]@%d %s", *_where(source), where)
+            self.on_failure()
             reason = f"{where}internal error {type(exc).__name__}: {exc}"
             await self.dead_letter(value, reason, source)
+
+    def on_failure(self) -> None:
+        """A record failed, maybe half-way: forget what it may have half changed."""
 
     async def dispatch(self, kind: str, record: dict[str, Any], raw: bytes, source: Source) -> None:
         if self.newly_handled(source.partition):
@@ -569,15 +574,47 @@ class JourneyStage(Stage):
         self._recent_states: OrderedDict[str, tuple[dict[str, Any], ProfileState]] = OrderedDict()
         """The last profiles saved, with the value saved: reading a profile back from its JSON
         costs as much as the rest of handling an event (newest last)."""
+        self._dirty: dict[str, tuple[ProfileState, int, int]] = {}
+        """The profiles saved while handling the current message (state, partition, offset),
+        written to the table once it is handled: a frame often holds several events of one
+        customer, and each write sends the whole profile to the changelog."""
+        self._unkept: dict[str, str] = {}
+        """Events pruned while handling the current message, and whose profile pruned them:
+        their records are deleted once the profiles are written."""
+        self._handling: list[str] = []
+        """The profiles loaded while handling the current record."""
 
     def load(self, profile: str) -> ProfileState:
-        data = self.profiles.get(profile)
-        state = self._decoded(profile, data) if data else ProfileState(profile)
+        self._handling.append(profile)
+        dirty = self._dirty.get(profile)
+        if dirty is not None:
+            state = dirty[0]
+        else:
+            data = self.profiles.get(profile)
+            state = self._decoded(profile, data) if data else ProfileState(profile)
         # Versions follow the wall clock as well as the state: after a crash the restored state
         # can be older than outputs its last owner already published, and what is published
         # now must replace those.
         state.version = max(state.version, wall_ms() * 1000)
         return state
+
+    async def handle(self, value: bytes, source: Source) -> None:
+        try:
+            await super().handle(value, source)
+        finally:
+            self.write_back()
+
+    async def handle_record(self, value: bytes, source: Source, where: str) -> None:
+        self._handling = []
+        await super().handle_record(value, source, where)
+
+    def on_failure(self) -> None:
+        """The profiles the failed record loaded go back to what the table holds: what the
+        message's earlier records did to them goes too (their outputs have left), which is
+        better than keeping a state a bug left half-changed."""
+        for profile in self._handling:
+            self._dirty.pop(profile, None)
+            self._recent_states.pop(profile, None)
 
     def _decoded(self, profile: str, data: dict[str, Any]) -> ProfileState:
         """``profile``'s state from the table's ``data``: the state this process saved last, if
@@ -596,6 +633,8 @@ class JourneyStage(Stage):
 
     async def dispatch(self, kind: str, record: dict[str, Any], raw: bytes, source: Source) -> None:
         self.offsets[source.partition] = source.offset
+        if kind not in _PROFILE_CHANGES:  # time, rounds, a takeover: they read the table
+            self.write_back()
         await super().dispatch(kind, record, raw, source)
 
     async def on_take_over(self, partition: int, resumed_at: int) -> None:
@@ -603,6 +642,7 @@ class JourneyStage(Stage):
         ``resumed_at`` on: their outputs may have died with it (faust sends table changes at
         once but flushes outputs only before it commits). Every profile saved before it had its
         outputs flushed when that offset was committed, so it only gets its wake-up time back."""
+        self.write_back()
         timers = self.timers[partition] = Timers()
         self.offsets[partition] = resumed_at
         for key, data in list(self.profiles.items()):
@@ -619,17 +659,30 @@ class JourneyStage(Stage):
 
     def save(self, state: ProfileState, partition: int, pruned: Sequence[str] = ()) -> None:
         """``pruned``: events the profile no longer holds; their records are deleted after it is
-        written, so a profile restored from the changelog never lacks one of its records."""
-        wake = self.core.wake(state)
+        written, so a profile restored from the changelog never lacks one of its records. The
+        table gets the profile when the message is handled (:meth:`write_back`)."""
         # The input offset that caused this save: a worker taking the partition over republishes
         # only what was saved at or after the offset it resumes from.
-        offset = self.offsets.get(partition, -1)
-        saved = state.to_json() | {"partition": partition, "wake": wake, "offset": offset}
-        self.profiles[state.profile_id] = saved
-        self._keep_recent(state, saved)
-        at = None if state.merged_into else self.core.wakes_at(wake)
-        self.timers.setdefault(partition, Timers()).set(state.profile_id, at)
+        self._dirty[state.profile_id] = (state, partition, self.offsets.get(partition, -1))
         for event_id in pruned:
+            self._unkept[event_id] = state.profile_id
+
+    def write_back(self) -> None:
+        """Write the profiles saved since the last call to the table, once each, with their
+        wake-up times, then delete the records of the events they pruned."""
+        dirty, self._dirty = self._dirty, {}
+        for state, partition, offset in dirty.values():
+            wake = self.core.wake(state)
+            saved = state.to_json() | {"partition": partition, "wake": wake, "offset": offset}
+            self.profiles[state.profile_id] = saved
+            self._keep_recent(state, saved)
+            at = None if state.merged_into else self.core.wakes_at(wake)
+            self.timers.setdefault(partition, Timers()).set(state.profile_id, at)
+        unkept, self._unkept = self._unkept, {}
+        for event_id, profile in unkept.items():
+            holder = dirty.get(profile)
+            if holder is not None and event_id in holder[0].events:
+                continue  # pruned, then back in the same message (a late duplicate)
             # ``del``, not ``pop``: faust's table sends a tombstone only from ``__delitem__``.
             if RECORD_KEY + event_id in self.profiles:
                 del self.profiles[RECORD_KEY + event_id]
@@ -841,6 +894,11 @@ class JourneyStage(Stage):
                 fired, profile, out.version, out.identities[fired.followup_id], self.payload_of
             )
             await self.out.send(topics.followups(fired.kind), "Followup", record, key=profile)
+
+
+_PROFILE_CHANGES = frozenset({"ResolvedTouchpoint", "ProfileMerge", "ProfileTransfer"})
+"""The journey stage's data records: they read profiles through ``load``, which sees the ones
+saved but not yet written."""
 
 
 def keepable(codec: Codec, record: dict[str, Any]) -> str:

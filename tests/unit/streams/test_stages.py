@@ -85,9 +85,11 @@ def test_a_takeover_republishes_only_what_was_saved_from_the_resumed_offset_on()
         last_owner.core.add(state, facts, None)
         last_owner.offsets[0] = offset
         last_owner.save(state, 0)
+        last_owner.write_back()  # the message is handled
 
     new_owner = journey_stage(profiles)
     asyncio.run(new_owner.on_take_over(0, resumed_at=10))
+    new_owner.write_back()
 
     republished = {record["profile_id"] for _, schema, record in new_owner.out.sent}  # type: ignore[attr-defined]
     assert republished == {"b"}
@@ -111,6 +113,12 @@ class RecordingTable(dict[str, Any]):
         super().__delitem__(key)
 
 
+def deliver(stage: JourneyStage, kind: str, record: dict[str, Any], raw: bytes, at: Source) -> None:
+    """One record as one message: the stage writes the profiles it saved once it is handled."""
+    asyncio.run(stage.on_record(kind, record, raw, at))
+    stage.write_back()
+
+
 def resolved_cart(event_id: str, profile: str) -> tuple[dict[str, Any], bytes]:
     codec = Codec()
     _, raw = cart_event(event_id)
@@ -129,17 +137,18 @@ def test_an_event_record_is_kept_once_beside_the_profile_and_travels_with_a_merg
     record, raw = resolved_cart("ev-1", "p-loser")
     source = Source(stages.topics.RESOLVED, 0, 7, 0)
     for _ in range(2):  # a redelivery
-        asyncio.run(loser_side.on_record("ResolvedTouchpoint", record, raw, source))
+        deliver(loser_side, "ResolvedTouchpoint", record, raw, source)
     kept = RECORD_KEY + "ev-1"
     assert table.writes == [kept, "p-loser", "p-loser"]
     assert base64.b64decode(table[kept]) == raw
     assert b"winter-sale" not in orjson.dumps(table["p-loser"])
 
     asyncio.run(loser_side.on_merge("p-loser", "p-survivor", 0, source))
+    loser_side.write_back()
     [(_, schema, transfer)] = [m for m in loser_side.out.sent if m[1] == "ProfileTransfer"]  # type: ignore[attr-defined]
 
     survivor_side = journey_stage(RecordingTable())
-    asyncio.run(survivor_side.on_record(schema, transfer, b"", Source("t", 1, 3, 0)))
+    deliver(survivor_side, schema, transfer, b"", Source("t", 1, 3, 0))
     [placed] = [r for _, kind, r in survivor_side.out.sent if kind == "ResolvedTouchpoint"]  # type: ignore[attr-defined]
     assert placed["profile_id"] == "p-survivor"
     assert placed["touchpoint"] == record["touchpoint"]
@@ -202,13 +211,14 @@ def test_a_pruned_touchpoint_leaves_the_profile_and_its_kept_record_goes_too() -
     for offset, (event_id, at) in enumerate((("e-1", "2026-11-02"), ("e-2", "2027-01-10"))):
         fields = {"event_id": event_id, "occurred_at": f"{at}T10:00:00+00:00"}
         record, raw = resolved("p", **fields)
-        asyncio.run(stage.on_record("ResolvedTouchpoint", record, raw, Source("t", 0, offset, 0)))
+        deliver(stage, "ResolvedTouchpoint", record, raw, Source("t", 0, offset, 0))
     assert RECORD_KEY + "e-1" in stage.profiles
     state = stage.load("p")
     outputs = stage.core.advance(state, 1_800_000_000_000)
     asyncio.run(stage.publish(outputs))
-    assert RECORD_KEY + "e-1" in stage.profiles  # until the profile without it is written
     stage.save(state, 0, outputs.pruned)
+    assert RECORD_KEY + "e-1" in stage.profiles  # until the profile without it is written
+    stage.write_back()
     # The profile without the event is written first: a restored profile never lacks a record.
     assert stage.profiles.writes[-2:] == ["p", "del " + RECORD_KEY + "e-1"]  # type: ignore[attr-defined]
     assert RECORD_KEY + "e-1" not in stage.profiles and RECORD_KEY + "e-2" in stage.profiles
@@ -263,22 +273,60 @@ def test_a_frame_on_an_internal_topic_is_handled_item_by_item() -> None:
     assert dead["reason"].startswith("item 1: SchemaError") and dead["offset"] == 9
 
 
-def test_a_profile_kept_decoded_is_used_only_while_the_table_holds_what_was_saved() -> None:
-    """The journey stage keeps the profiles it saved last decoded. A record that fails half-way
-    through must not leave its half-changed profile for the next one, and a value the table got
-    otherwise (a restore, another owner) is read from the table."""
+def frame_of(*records: bytes) -> bytes:
+    return Codec().frame(list(records))
+
+
+def event_for(profile: str, event_id: str) -> bytes:
+    return resolved(profile, event_id=event_id, identities={"crm_id": f"c-{profile}"})[1]
+
+
+def test_a_profile_is_written_once_per_message_after_the_records_of_its_events() -> None:
+    table = RecordingTable()
+    stage = journey_stage(table)
+    frame = frame_of(event_for("p", "e-1"), event_for("q", "e-2"), event_for("p", "e-3"))
+    asyncio.run(stage.handle(frame, Source(stages.topics.RESOLVED, 0, 5, 0)))
+
+    kept = [RECORD_KEY + e for e in ("e-1", "e-2", "e-3")]
+    assert table.writes == [*kept, "p", "q"]
+    assert ProfileState.from_json(table["p"]).events.keys() == {"e-1", "e-3"}
+    assert table["p"]["offset"] == table["q"]["offset"] == 5
+    placed = [
+        r["touchpoint"]["event_id"] for _, kind, r in stage.out.sent if kind == "ResolvedTouchpoint"
+    ]  # type: ignore[attr-defined]
+    assert placed == ["e-1", "e-2", "e-3"]
+
+
+def test_a_record_that_fails_half_way_leaves_its_profile_as_the_table_holds_it() -> None:
+    """A bug that raises after changing the profile: the record is dead-lettered, the profile
+    goes back to what the last message wrote (the earlier records of this message that touched
+    it go too; others are kept), and the next message finds it whole. A value the table got
+    otherwise (a restore, another owner) is read from the table, not from what was kept decoded."""
     profiles: dict[str, Any] = {}
     stage = journey_stage(profiles)
-    for offset, event_id in enumerate(("e-1", "e-2")):
-        record, raw = resolved("p", event_id=event_id, identities={"crm_id": "c-1"})
-        asyncio.run(stage.on_record("ResolvedTouchpoint", record, raw, Source("t", 0, offset, 0)))
-    half_changed = stage.load("p")  # taken out while its record is handled, which then fails
-    half_changed.events.clear()
-    assert stage.load("p").events.keys() == {"e-1", "e-2"}
+    first = frame_of(event_for("p", "e-1"), event_for("p", "e-2"))
+    asyncio.run(stage.handle(first, Source(stages.topics.RESOLVED, 0, 1, 0)))
 
+    add = stage.core.add
+
+    def half_way(state: ProfileState, facts: EventFacts, *args: Any, **kwargs: Any) -> Any:
+        if facts.event_id == "e-4":
+            state.events.clear()
+            raise RuntimeError("a bug")
+        return add(state, facts, *args, **kwargs)
+
+    stage.core.add = half_way  # type: ignore[method-assign]
+    second = frame_of(event_for("p", "e-3"), event_for("q", "e-5"), event_for("p", "e-4"))
+    asyncio.run(stage.handle(second, Source(stages.topics.RESOLVED, 0, 2, 0)))
+    [dead] = [r for name, _, r in stage.out.sent if name == stages.topics.DEAD_LETTERS]  # type: ignore[attr-defined]
+    assert dead["reason"] == "item 2: internal error RuntimeError: a bug"
+    assert stage.load("p").events.keys() == {"e-1", "e-2"}
+    assert ProfileState.from_json(profiles["q"]).events.keys() == {"e-5"}
+
+    stage.core.add = add  # type: ignore[method-assign]
     restored = ProfileState.from_json(profiles["p"])
-    record, raw = resolved("p", event_id="e-3", identities={"crm_id": "c-1"})
-    asyncio.run(stage.on_record("ResolvedTouchpoint", record, raw, Source("t", 0, 2, 0)))
+    asyncio.run(stage.handle(event_for("p", "e-6"), Source(stages.topics.RESOLVED, 0, 3, 0)))
+    assert ProfileState.from_json(profiles["p"]).events.keys() == {"e-1", "e-2", "e-6"}
     profiles["p"] = restored.to_json() | {"partition": 0, "offset": 1}
     assert stage.load("p").events.keys() == {"e-1", "e-2"}
 
