@@ -312,14 +312,20 @@ def summary(figures: dict[str, Any]) -> list[str]:
     big, paced = e2e["big_day"], e2e["paced"]
     cpu = ", ".join(f"{name} {us:,.0f}" for name, us in big["cpu_us_per_event"].items())
     latency = ", ".join(f"{q} {ms:,} ms" for q, ms in paced["produce_to_visible_ms"].items())
+    rate = e2e["marginal"]["events_per_second"]
+    # At small sizes the end-of-run rounds, not the events, set both days' times.
+    marginal = (
+        f"marginal {rate:,} events/s"
+        if rate is not None
+        else "no marginal rate (the big day took no longer than the small one: more customers)"
+    )
     return [
         f"machine: {box['cpu']}, {box['cores']} cores, Python {box['python']}",
         f"pure core: ingest {figures['ingest_core']['microseconds_per_event']} µs/event, "
         f"identity + journey {figures['journey_core']['microseconds_per_event']} µs/event",
         f"end to end ({e2e['partitions']} partitions, {e2e['workers']} worker(s)): "
         f"{e2e['small_day']['events_per_second']:,} events/s at {e2e['small_day']['customers']:,} "
-        f"customers, {big['events_per_second']:,} at {big['customers']:,}; "
-        f"marginal {e2e['marginal']['events_per_second']:,} events/s",
+        f"customers, {big['events_per_second']:,} at {big['customers']:,}; {marginal}",
         f"CPU µs/event over the big day: {cpu} (total {big['cpu_us_per_event_total']:,})",
         f"Kafka records per event: {big['records_per_event_total']} "
         f"({', '.join(f'{t} {n}' for t, n in big['records_per_event'].items())})",
