@@ -72,7 +72,7 @@ def sample_profiles(customers: int = SAMPLE_CUSTOMERS, days: int = 1) -> list[Sa
     ]
 
 
-def _record(codec: Codec, touchpoint: dict[str, Any], routing_key: str, offset: int) -> str:
+def _record(codec: Codec, touchpoint: dict[str, Any], routing_key: str, offset: int) -> Any:
     """The resolved record the journey stage received, as it keeps it."""
     resolved = {
         "touchpoint": touchpoint,
@@ -83,7 +83,7 @@ def _record(codec: Codec, touchpoint: dict[str, Any], routing_key: str, offset: 
         "source_partition": offset % 4,
         "source_offset": offset,
     }
-    kept: str = keepable(codec, resolved)
+    kept: dict[str, Any] = keepable(codec, resolved)
     return kept
 
 

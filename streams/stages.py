@@ -564,8 +564,9 @@ class JourneyStage(Stage):
     ) -> None:
         super().__init__(settings, codec, outbox, control)
         self.profiles = profiles
-        self.current: tuple[str, dict[str, Any]] | None = None
-        """The touchpoint being handled, decoded: its own placement needs no lookup."""
+        self.current: tuple[str, dict[str, Any], dict[str, Any]] | None = None
+        """The touchpoint being handled: its event id, its record and how it is kept (its own
+        placement needs no lookup)."""
         self.core = JourneyCore(self.rules)
         self.timers: dict[int, Timers] = {}
         """Per partition this process handles: when time alone changes each profile."""
@@ -757,11 +758,12 @@ class JourneyStage(Stage):
         touchpoint = record["touchpoint"]
         occurred_at = epoch_ms(touchpoint["occurred_at"]) or 0
         facts = facts_of(touchpoint, occurred_at)
-        self.keep_record(facts.event_id, keepable(self.codec, record))
+        kept = keepable(self.codec, record)
+        self.keep_record(facts.event_id, kept)
         identities = touchpoint["identities"].items()
         state.learn_identities({k: v for k, v in identities if not is_blocklisted(v)}, occurred_at)
         watermark, finished = self.time(source.partition)
-        self.current = (facts.event_id, record)
+        self.current = (facts.event_id, record, kept)
         try:
             outputs = self.core.add(state, facts, watermark, finished=finished)
             await self.publish(outputs)
@@ -769,21 +771,27 @@ class JourneyStage(Stage):
             self.current = None
         self.save(state, source.partition, outputs.pruned)
 
-    def keep_record(self, event_id: str, kept: str) -> None:
+    def keep_record(self, event_id: str, kept: Kept) -> None:
         # Once: a duplicate of the event (or a repeated transfer) sends no changelog record.
         key = RECORD_KEY + event_id
         if self.profiles.get(key) is None:  # absent, or deleted (JSON null) before a restart
             self.profiles[key] = kept
 
-    def stored(self, event_id: str) -> dict[str, Any]:
-        """The ``ResolvedTouchpoint`` record event ``event_id`` came in (not to be mutated)."""
+    def stored(self, event_id: str) -> tuple[bytes, dict[str, Any]]:
+        """The ``ResolvedTouchpoint`` record event ``event_id`` came in: its touchpoint in Avro
+        (see ``Codec.encode_with_first``), and its other fields (not to be mutated)."""
+        kept: Kept | None
         if self.current is not None and self.current[0] == event_id:
-            return self.current[1]
-        kept = self.profiles.get(RECORD_KEY + event_id)
+            kept = self.current[2]
+        else:
+            kept = self.profiles.get(RECORD_KEY + event_id)
         if kept is None:
             raise StateError("no record kept for this event", table="profiles", key=event_id)
-        record: dict[str, Any] = self.codec.decode(base64.b64decode(kept))[1]
-        return record
+        if isinstance(kept, str):  # kept whole, before touchpoints were kept apart
+            record = self.codec.decode_as(RESOLVED, base64.b64decode(kept))
+            touchpoint = record.pop("touchpoint")
+            return self.codec.encode_first(RESOLVED, touchpoint), record
+        return base64.b64decode(kept["touchpoint"]), kept["fields"]
 
     async def on_merge(self, loser: str, survivor: str, cause: int, source: Source) -> None:
         """Send ``loser``'s state to the survivor. Each time a merge for it comes (the identity
@@ -821,7 +829,7 @@ class JourneyStage(Stage):
         self,
         survivor: str,
         loser: ProfileState,
-        records: dict[str, str],
+        records: dict[str, Kept],
         cause: int,
         source: Source,
     ) -> None:
@@ -858,21 +866,24 @@ class JourneyStage(Stage):
                 topics.JOURNEYS, "Journey", summary.to_json(), key=summary.profile_id
             )
         for assignment in outputs.assignments:
-            record = self.stored(assignment.event.event_id) | {
+            touchpoint, fields = self.stored(assignment.event.event_id)
+            placement = fields | {
                 "profile_id": assignment.profile_id,
                 "journey_id": assignment.journey_id,
                 "session_key": assignment.session_id,
                 "version": assignment.version,
                 "late": assignment.event.late,
             }
-            await self.out.send(
-                topics.STITCHED, "ResolvedTouchpoint", record, key=assignment.profile_id
-            )
+            value = self.codec.encode_with_first(RESOLVED, touchpoint, placement)
+            await self.out.send_raw(topics.STITCHED, value, key=assignment.profile_id)
             self.events_out.inc()
         await self.publish_detections(outputs)
 
     def payload_of(self, event: EventFacts) -> dict[str, Any]:
-        touchpoint: dict[str, Any] = self.stored(event.event_id)["touchpoint"]
+        if self.current is not None and self.current[0] == event.event_id:
+            touchpoint: dict[str, Any] = self.current[1]["touchpoint"]
+        else:
+            touchpoint = self.codec.decode_first(RESOLVED, self.stored(event.event_id)[0])
         return touchpoint
 
     async def publish_detections(self, out: Outputs) -> None:
@@ -901,10 +912,23 @@ _PROFILE_CHANGES = frozenset({"ResolvedTouchpoint", "ProfileMerge", "ProfileTran
 saved but not yet written."""
 
 
-def keepable(codec: Codec, record: dict[str, Any]) -> str:
-    """A ``ResolvedTouchpoint`` as the profiles table keeps it: Avro in base64, about half the
-    size of its JSON (what an event keeps is most of a profile's bytes)."""
-    return base64.b64encode(codec.encode("ResolvedTouchpoint", record)).decode()
+RESOLVED = "ResolvedTouchpoint"
+
+Kept = dict[str, Any] | str
+"""A kept record: ``{"touchpoint": its touchpoint in Avro (base64), about half the size of its
+JSON (what an event keeps is most of a profile's bytes), "fields": its other fields}``; a state
+saved before touchpoints were kept apart holds the whole record in Avro (base64)."""
+
+
+def keepable(codec: Codec, record: dict[str, Any]) -> dict[str, Any]:
+    """A ``ResolvedTouchpoint`` as the profiles table keeps it (see ``Kept``)."""
+    fields = {
+        key: epoch_ms(value) if isinstance(value, datetime) else value
+        for key, value in record.items()
+        if key != "touchpoint"
+    }
+    touchpoint = codec.encode_first(RESOLVED, record["touchpoint"])
+    return {"touchpoint": base64.b64encode(touchpoint).decode(), "fields": fields}
 
 
 def _where(source: Source) -> tuple[str, int, int]:

@@ -8,6 +8,7 @@ from typing import Any
 
 import fastavro
 import pytest
+from parcours.deploy.generate import generate
 from parcours.schemas.codec import Codec
 from parcours.schemas.errors import SchemaError
 from parcours.schemas.registry import AvroSchema, load_shipped
@@ -324,3 +325,36 @@ def test_internal_records_are_json_that_avro_encodes_the_same_once_decoded() -> 
 def test_a_bad_internal_record_is_a_schema_error(data: bytes, error: str) -> None:
     with pytest.raises(SchemaError, match=error):
         Codec().decode(data)
+
+
+@pytest.mark.parametrize("registry", [None, InMemoryRegistry()], ids=["single-object", "registry"])
+def test_a_record_with_its_first_field_encoded_apart_is_the_record_encoded_whole(
+    registry: InMemoryRegistry | None,
+) -> None:
+    """What the journey stage sends for every placement of a touchpoint it keeps encoded."""
+    codec = Codec(registry=registry)
+    for n, event in enumerate(generate(200, seed=4)):
+        record = {
+            "touchpoint": parse_touchpoint(event).to_avro(),
+            "profile_id": f"p-{n % 7}",
+            "journey_id": None if n % 3 else f"j-{n}",
+            "routing_key": "k",
+            "produced_at": 1_790_000_000_000 + n,
+            "source_partition": n % 4,
+            "source_offset": n,
+            "session_key": f"s-{n}",
+            "version": 2**40 + n,
+            "late": n % 2 == 0,
+        }
+        first = codec.encode_first("ResolvedTouchpoint", record["touchpoint"])
+        rest = {key: value for key, value in record.items() if key != "touchpoint"}
+        whole = codec.encode("ResolvedTouchpoint", record)
+        assert codec.encode_with_first("ResolvedTouchpoint", first, rest) == whole
+        assert (
+            codec.decode_first("ResolvedTouchpoint", first) == codec.decode(whole)[1]["touchpoint"]
+        )
+
+
+def test_a_corrupt_first_field_is_a_schema_error() -> None:
+    with pytest.raises(SchemaError, match="corrupt Avro body"):
+        Codec().decode_first("ResolvedTouchpoint", b"\x02")
