@@ -273,6 +273,9 @@ class ProfileState:
     held: dict[str, int] = field(default_factory=dict)
     """Cart or case key → deadline of a pruned drop-off, while a touchpoint left still arms
     that key (within ``Rules.key_memory_ms`` of it, it must not fire again)."""
+    absorbed: dict[str, int] = field(default_factory=dict)
+    """Profile merged into this one → the version of the outputs with which this profile placed
+    its events (they are placed again only ever with higher versions)."""
     settling: int | None = None
     """The horizon when the last late touchpoint arrived. Nothing is pruned until the horizon
     is a retention past it: a replay of old history into a running stack (every touchpoint
@@ -308,6 +311,7 @@ class ProfileState:
             "kept": {name: e.to_json() for name, e in self.kept.items()},
             "held": self.held,
             "settling": self.settling,
+            "absorbed": self.absorbed,
         }
 
     @classmethod
@@ -336,6 +340,7 @@ class ProfileState:
             kept={name: EventFacts.from_json(e) for name, e in data.get("kept", {}).items()},
             held=dict(data.get("held", {})),
             settling=data.get("settling"),
+            absorbed=dict(data.get("absorbed", {})),
         )
 
     def last_published(self) -> int:

@@ -840,13 +840,15 @@ class JourneyStage(Stage):
             await self.transfer(loser, state.merged_into, cause, source)
             return
         watermark, finished = self.time(source.partition)
-        # A repeated transfer from a loser that published after this profile last did: a worker
-        # took the loser's partition over and published it again before its merge came again
-        # (the changelog write of ``merged_into`` had died with the last owner). Its rows now
-        # carry newer versions than this profile's, so this profile publishes everything again,
-        # as a takeover does (the first transfer places the loser's events anyway).
+        # A repeated transfer from a loser that published after this profile absorbed it: a
+        # worker took the loser's partition over and published it again before its merge came
+        # again (the changelog write of ``merged_into`` had died with the last owner). Its rows
+        # now carry newer versions than this profile's placements of its events (whatever this
+        # profile published since for events of its own), so this profile publishes everything
+        # again, as a takeover does (the first transfer places the loser's events anyway).
         repeated = any(event_id in state.events for event_id in loser.events)
-        outdone = repeated and loser.last_published() > state.last_published()
+        absorbed = state.absorbed.get(loser.profile_id, 0)
+        outdone = repeated and loser.last_published() > absorbed
         outputs = self.core.absorb(state, loser, watermark, cause=cause, finished=finished)
         # Only the events the merge brought (history it found settled stays with the loser).
         for event_id, kept in records.items():
@@ -855,6 +857,12 @@ class JourneyStage(Stage):
         await self.publish(outputs)
         if outdone:
             await self.publish(self.core.republish(state))
+            state.absorbed = dict.fromkeys(state.absorbed, state.version)  # all placed again
+        if outdone or not repeated:
+            # The loser's events, and those of the profiles it had absorbed, are placed here
+            # from this version on (unless an earlier transfer had placed them already).
+            for name in (loser.profile_id, *loser.absorbed):
+                state.absorbed.setdefault(name, state.version)
         self.save(state, source.partition, outputs.pruned)
 
     def downstream(self) -> tuple[str, ...]:

@@ -371,6 +371,64 @@ def test_a_survivor_outdone_by_its_republished_loser_publishes_everything_again(
     assert again["version"] > loser_rows.assignments[0].version
 
 
+def test_a_survivor_outdone_by_its_loser_publishes_again_even_if_it_published_since(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As above, but the survivor handles an event of its own between the loser's republication
+    and the repeated transfer: its newest journey is then newer than the loser's rows, and its
+    placement of the loser's event still is not."""
+    wall = [1_800_000_000_000]
+    monkeypatch.setattr(stages, "wall_ms", lambda: wall[0])
+    stage = journey_stage({})
+    loser = ProfileState("p-loser")
+    facts, raw = cart_event("ev-1")
+    stage.keep_record(facts.event_id, base64.b64encode(raw).decode())
+    stage.core.add(loser, facts, None)
+    source = Source(stages.topics.RESOLVED, 0, 1, 0)
+
+    def transfer(state: ProfileState) -> list[dict[str, Any]]:
+        stage.out.sent.clear()  # type: ignore[attr-defined]
+        asyncio.run(stage.on_transfer("p-survivor", state, {}, 0, source))
+        stage.write_back()
+        return [r for _, kind, r in stage.out.sent if kind == "ResolvedTouchpoint"]  # type: ignore[attr-defined]
+
+    [first] = transfer(ProfileState.from_json(loser.to_json()))
+    wall[0] += 60_000  # a new owner of the loser's partition republishes it
+    republished = ProfileState.from_json(loser.to_json())
+    republished.version = wall[0] * 1000
+    [stale] = stage.core.republish(republished).assignments
+    assert stale.version > first["version"]
+    wall[0] += 60_000  # the survivor's own next event
+    record, raw = resolved("p-survivor", event_id="ev-2", identities={"crm_id": "c-1"})
+    deliver(stage, "ResolvedTouchpoint", record, raw, Source(stages.topics.RESOLVED, 0, 2, 0))
+    assert stage.load("p-survivor").last_published() > republished.last_published()
+
+    placed = {r["touchpoint"]["event_id"]: r for r in transfer(republished)}
+    assert placed["ev-1"]["profile_id"] == "p-survivor"
+    assert placed["ev-1"]["version"] > stale.version
+
+
+def test_a_repeated_transfer_of_a_profile_absorbed_by_way_of_another_changes_nothing() -> None:
+    """``p-a`` merged into ``p-b``, then ``p-b`` into ``p-c``; the identity stage sends a merge
+    per relabelled identity, so ``p-a``'s transfer comes again and ``p-b`` forwards it."""
+    stage = journey_stage({})
+    first = ProfileState("p-a")
+    facts, raw = cart_event("ev-1")
+    stage.keep_record(facts.event_id, base64.b64encode(raw).decode())
+    stage.core.add(first, facts, None)
+    source = Source(stages.topics.RESOLVED, 0, 1, 0)
+
+    def transfer(survivor: str, loser: ProfileState) -> list[str]:
+        stage.out.sent.clear()  # type: ignore[attr-defined]
+        asyncio.run(stage.on_transfer(survivor, loser, {}, 0, source))
+        stage.write_back()
+        return [r["profile_id"] for _, kind, r in stage.out.sent if kind == "ResolvedTouchpoint"]  # type: ignore[attr-defined]
+
+    assert transfer("p-b", ProfileState.from_json(first.to_json())) == ["p-b"]
+    assert transfer("p-c", ProfileState.from_json(stage.load("p-b").to_json())) == ["p-c"]
+    assert transfer("p-c", ProfileState.from_json(first.to_json())) == []
+
+
 def test_a_record_kept_whole_by_an_earlier_version_is_placed_as_before() -> None:
     """State saved before touchpoints were kept apart holds each record whole (Avro, base64)."""
     stage = journey_stage({})
