@@ -31,7 +31,7 @@ from parcours.schemas.settings import Settings
 from parcours.streams.facts import facts_of
 from parcours.streams.identity import usable_identities
 from parcours.streams.journey import JourneyCore
-from parcours.streams.stages import RECORD_KEY, keepable
+from parcours.streams.stages import RECORD_KEY, Kept, keepable
 
 SAMPLE_CUSTOMERS = 5_000
 STORES = ("memory://", "rocksdb://")
@@ -41,7 +41,7 @@ STORES = ("memory://", "rocksdb://")
 class Sample:
     profile: dict[str, Any]
     """The saved form, as the journey stage keeps it in ``profiles``."""
-    records: list[str]
+    records: list[Kept]
     """The records its events came in, as the journey stage keeps them beside the profile."""
 
 
@@ -72,7 +72,7 @@ def sample_profiles(customers: int = SAMPLE_CUSTOMERS, days: int = 1) -> list[Sa
     ]
 
 
-def _record(codec: Codec, touchpoint: dict[str, Any], routing_key: str, offset: int) -> Any:
+def _record(codec: Codec, touchpoint: dict[str, Any], routing_key: str, offset: int) -> Kept:
     """The resolved record the journey stage received, as it keeps it."""
     resolved = {
         "touchpoint": touchpoint,
@@ -167,7 +167,7 @@ def bench_store(settings: Settings, store: str, samples: list[Sample], count: in
 def bench_state(settings: Settings, profiles: int, partitions: int, days: int) -> dict[str, Any]:
     samples = sample_profiles(days=days)
     sizes = [len(orjson.dumps(sample.profile)) for sample in samples]
-    records = [sum(len(r) + 2 for r in sample.records) for sample in samples]  # JSON strings
+    records = [sum(len(orjson.dumps(r)) for r in sample.records) for sample in samples]
     events = [len(sample.records) for sample in samples]
     base = settings.model_copy(update={"partitions": partitions, "workers": 1})
     return {

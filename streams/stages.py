@@ -924,8 +924,12 @@ RESOLVED = "ResolvedTouchpoint"
 
 Kept = dict[str, Any] | str
 """A kept record: ``{"touchpoint": its touchpoint in Avro (base64), about half the size of its
-JSON (what an event keeps is most of a profile's bytes), "fields": its other fields}``; a state
-saved before touchpoints were kept apart holds the whole record in Avro (base64)."""
+JSON (what an event keeps is most of a profile's bytes), "fields": its other fields but those a
+placement sets}``; a state saved before touchpoints were kept apart holds the whole record in
+Avro (base64)."""
+
+PLACEMENT_FIELDS = frozenset({"profile_id", "journey_id", "session_key", "version", "late"})
+"""The fields of a ``ResolvedTouchpoint`` that each placement sets (``JourneyStage.publish``)."""
 
 
 def keepable(codec: Codec, record: dict[str, Any]) -> dict[str, Any]:
@@ -933,7 +937,7 @@ def keepable(codec: Codec, record: dict[str, Any]) -> dict[str, Any]:
     fields = {
         key: epoch_ms(value) if isinstance(value, datetime) else value
         for key, value in record.items()
-        if key != "touchpoint"
+        if key != "touchpoint" and key not in PLACEMENT_FIELDS
     }
     touchpoint = codec.encode_first(RESOLVED, record["touchpoint"])
     return {"touchpoint": base64.b64encode(touchpoint).decode(), "fields": fields}
