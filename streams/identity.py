@@ -221,8 +221,9 @@ class IdentityGraph:
         self.nodes[key] = node.to_json() | self.tags
 
     def announce(self, key: str) -> Effects:
-        """Everything node ``key`` has told others, again: a link to each neighbour with its label
-        and the merge of each label it replaced. Receivers ignore what they already know; a new
+        """Everything node ``key`` has told others, again: a link to each neighbour with its label,
+        the merge of each label it replaced, and a warning for each crm that claims it if several
+        do. Receivers ignore what they already know (a warning is the same row again); a new
         owner of the node's partition sends this because the last owner's messages may have died
         with it after the node was saved."""
         node = self._node(key)
@@ -231,4 +232,7 @@ class IdentityGraph:
             effects.links.append(Link(neighbour, key, node.label, event_id, at))
         survivor = profile_id(node.label)
         effects.merges = [Merge(profile_id(old), survivor, key, 0) for old in node.replaced]
+        if len(node.claims) > 1:
+            claims = sorted(node.claims.items())
+            effects.warnings = [IdentityWarning(key, c, eid, at) for c, (at, eid) in claims]
         return effects

@@ -205,3 +205,22 @@ def test_a_node_announces_its_links_and_the_merges_it_made_again() -> None:
         ("device_id:d1", label)
     }
     assert not graph.receive(graph.announce("crm_id:c1").links[0]).changed
+
+
+def test_a_shared_node_announces_its_warnings_again() -> None:
+    """The last owner may have saved a node's claims and died before the warnings they caused
+    left: a new owner's announcement reports every claimant, each with its first claim."""
+    graph = IdentityGraph({})
+    reported = {}
+    for n, crm in enumerate(("crm_id:c2", "crm_id:c1", "crm_id:c2")):
+        _, effects = graph.observe([crm, "device_id:kiosk"], f"e{n}", 100 + n)
+        for link in effects.links:  # none the second time c2 comes: the link is known
+            for warning in graph.receive(link).warnings:
+                reported[warning.warning_id] = warning
+    again = graph.announce("device_id:kiosk")
+    assert {w.warning_id: w for w in again.warnings} == reported
+    assert {(w.crm_id, w.event_id) for w in again.warnings} == {
+        ("crm_id:c1", "e1"),
+        ("crm_id:c2", "e0"),
+    }
+    assert not graph.announce("crm_id:c1").warnings  # a node only one crm claims
