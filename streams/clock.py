@@ -203,6 +203,22 @@ class EndOfRun:
         run.round += 1
         return self._announce(announce.run_id, run)
 
+    def resume(self) -> list[Announce]:
+        """What a new owner of this task sends again: the last owner may have recorded a round
+        and died before its announcement left, and the other tasks wait for it. Announced as
+        active (an extra round, never a premature end); a repeat of a vote already counted
+        changes nothing else."""
+        return [
+            Announce(run_id, run.round, self.task, True, run.watermark)
+            for run_id, run in self.runs.items()
+            if run.started and not run.done
+        ]
+
+    def finished(self) -> list[tuple[str, int | None]]:
+        """The runs this task saw end, with their watermarks: the last owner may have died
+        before its markers to the next stage left."""
+        return [(run_id, run.watermark) for run_id, run in self.runs.items() if run.done]
+
     def _announce(self, run_id: str, run: _Run) -> Announce:
         active, self.active = self.active, False
         return Announce(run_id, run.round, self.task, active, run.watermark)

@@ -312,6 +312,11 @@ class Stage:
             again = epochs.resume()
             self.keep_epochs(partition, epochs)
             await self.vote([again] if again else [])
+        end = self.end_of_run(partition)
+        for announce in end.resume():
+            await self.announce(announce)
+        for run_id, watermark in end.finished():
+            await self.pass_marker(run_id, partition, watermark)
         await self.on_take_over(partition, resumed_at)
 
     async def on_take_over(self, partition: int, resumed_at: int) -> None:
@@ -406,6 +411,10 @@ class Stage:
             "watermark": self.clock(partition).floor
         }
         await self.on_finished(partition)
+        await self.pass_marker(run_id, partition, watermark)
+
+    async def pass_marker(self, run_id: str, partition: int, watermark: int | None) -> None:
+        """Tell every task of the next stage (or the sink) that the run is over for this task."""
         marker = {
             "run_id": run_id,
             "stage": self.name,

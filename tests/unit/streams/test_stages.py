@@ -13,6 +13,7 @@ from parcours.schemas.records import Source
 from parcours.schemas.sdk import parse_touchpoint
 from parcours.schemas.settings import Settings
 from parcours.streams import stages
+from parcours.streams.clock import Announce, EndOfRun
 from parcours.streams.facts import EventFacts, facts_of
 from parcours.streams.journey import ProfileState
 from parcours.streams.stages import RECORD_KEY, IdentityStage, JourneyStage
@@ -58,6 +59,32 @@ def test_a_worker_restarted_after_a_replay_keeps_time_at_the_runs_end(
     wall[0] += 30_000
     restarted.observe(0, 1, wall[0])
     assert restarted.clock(0).current() == wall[0]  # input 0 is idle, input 1 is live
+
+
+def test_a_new_owner_announces_again_the_rounds_its_last_owner_was_in_and_the_runs_it_ended() -> (
+    None
+):
+    """The last owner recorded that run ``r-1`` started on task 1 and died before its round-0
+    announcement left (the other tasks waited for it forever), and had ended run ``r-0`` before
+    its markers to the next stage left. The redelivered marker changes nothing on its own."""
+    tasks = 2
+    end = EndOfRun(1, tasks)
+    for source in range(tasks):
+        end.input_done("r-0", source, tasks, 5_000)
+    for task in range(tasks):
+        end.vote(Announce("r-0", 0, task, False, 5_000))
+    end.input_done("r-1", 0, tasks, 9_000)
+    started = end.input_done("r-1", 1, tasks, 9_000)
+    assert started is not None  # sent by the last owner, lost with it
+    control: dict[str, Any] = {"identity:1": end.to_json()}
+
+    stage = identity_stage(control)
+    asyncio.run(stage.take_over(1, resumed_at=0))
+    sent = stage.out.sent  # type: ignore[attr-defined]
+    rounds = [r for _, schema, r in sent if schema == "RunRound"]
+    assert rounds == [{"run_id": "r-1", "round": 0, "task": 1, "active": True, "watermark": 9_000}]
+    markers = [(name, r["run_id"]) for name, schema, r in sent if schema == "Marker"]
+    assert markers == [(stages.topics.RESOLVED, "r-0")]
 
 
 class RecordingOutbox(FakeOutbox):
