@@ -31,7 +31,7 @@ from parcours.schemas.settings import Settings
 from parcours.streams.facts import facts_of
 from parcours.streams.identity import usable_identities
 from parcours.streams.journey import JourneyCore
-from parcours.streams.stages import RECORD_KEY, Kept, keepable
+from parcours.streams.stages import RECORD_KEY, Kept, keepable, kept_parts
 
 SAMPLE_CUSTOMERS = 5_000
 STORES = ("memory://", "rocksdb://")
@@ -83,8 +83,7 @@ def _record(codec: Codec, touchpoint: dict[str, Any], routing_key: str, offset: 
         "source_partition": offset % 4,
         "source_offset": offset,
     }
-    kept: dict[str, Any] = keepable(codec, resolved)
-    return kept
+    return keepable(*kept_parts(codec, resolved))
 
 
 def copies(samples: list[Sample], count: int, partitions: int) -> Iterator[Any]:

@@ -573,9 +573,9 @@ class JourneyStage(Stage):
     ) -> None:
         super().__init__(settings, codec, outbox, control)
         self.profiles = profiles
-        self.current: tuple[str, dict[str, Any], dict[str, Any]] | None = None
-        """The touchpoint being handled: its event id, its record and how it is kept (its own
-        placement needs no lookup)."""
+        self.current: tuple[str, dict[str, Any], bytes, dict[str, Any]] | None = None
+        """The touchpoint being handled: its event id, its record, and its touchpoint in Avro and
+        other fields as they are kept (its own placement needs no lookup)."""
         self.core = JourneyCore(self.rules)
         self.timers: dict[int, Timers] = {}
         """Per partition this process handles: when time alone changes each profile."""
@@ -767,12 +767,12 @@ class JourneyStage(Stage):
         touchpoint = record["touchpoint"]
         occurred_at = epoch_ms(touchpoint["occurred_at"]) or 0
         facts = facts_of(touchpoint, occurred_at)
-        kept = keepable(self.codec, record)
-        self.keep_record(facts.event_id, kept)
+        encoded, fields = kept_parts(self.codec, record)
+        self.keep_record(facts.event_id, keepable(encoded, fields))
         identities = touchpoint["identities"].items()
         state.learn_identities({k: v for k, v in identities if not is_blocklisted(v)}, occurred_at)
         watermark, finished = self.time(source.partition)
-        self.current = (facts.event_id, record, kept)
+        self.current = (facts.event_id, record, encoded, fields)
         try:
             outputs = self.core.add(state, facts, watermark, finished=finished)
             await self.publish(outputs)
@@ -789,11 +789,9 @@ class JourneyStage(Stage):
     def stored(self, event_id: str) -> tuple[bytes, dict[str, Any]]:
         """The ``ResolvedTouchpoint`` record event ``event_id`` came in: its touchpoint in Avro
         (see ``Codec.encode_with_first``), and its other fields (not to be mutated)."""
-        kept: Kept | None
         if self.current is not None and self.current[0] == event_id:
-            kept = self.current[2]
-        else:
-            kept = self.profiles.get(RECORD_KEY + event_id)
+            return self.current[2], self.current[3]
+        kept: Kept | None = self.profiles.get(RECORD_KEY + event_id)
         if kept is None:
             raise StateError("no record kept for this event", table="profiles", key=event_id)
         if isinstance(kept, str):  # kept whole, before touchpoints were kept apart
@@ -884,13 +882,14 @@ class JourneyStage(Stage):
             )
         for assignment in outputs.assignments:
             touchpoint, fields = self.stored(assignment.event.event_id)
-            placement = fields | {
-                "profile_id": assignment.profile_id,
-                "journey_id": assignment.journey_id,
-                "session_key": assignment.session_id,
-                "version": assignment.version,
-                "late": assignment.event.late,
-            }
+            placed = (
+                assignment.profile_id,
+                assignment.journey_id,
+                assignment.session_id,
+                assignment.version,
+                assignment.event.late,
+            )
+            placement = fields | dict(zip(PLACEMENT_FIELDS, placed, strict=True))
             value = self.codec.encode_with_first(RESOLVED, touchpoint, placement)
             await self.out.send_raw(topics.STITCHED, value, key=assignment.profile_id)
             self.events_out.inc()
@@ -937,18 +936,23 @@ JSON (what an event keeps is most of a profile's bytes), "fields": its other fie
 placement sets}``; a state saved before touchpoints were kept apart holds the whole record in
 Avro (base64)."""
 
-PLACEMENT_FIELDS = frozenset({"profile_id", "journey_id", "session_key", "version", "late"})
+PLACEMENT_FIELDS = ("profile_id", "journey_id", "session_key", "version", "late")
 """The fields of a ``ResolvedTouchpoint`` that each placement sets (``JourneyStage.publish``)."""
 
 
-def keepable(codec: Codec, record: dict[str, Any]) -> dict[str, Any]:
-    """A ``ResolvedTouchpoint`` as the profiles table keeps it (see ``Kept``)."""
+def kept_parts(codec: Codec, record: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    """A ``ResolvedTouchpoint``'s touchpoint in Avro, and its fields a placement does not set
+    (times as epoch ms, as JSON keeps them)."""
     fields = {
         key: epoch_ms(value) if isinstance(value, datetime) else value
         for key, value in record.items()
         if key != "touchpoint" and key not in PLACEMENT_FIELDS
     }
-    touchpoint = codec.encode_first(RESOLVED, record["touchpoint"])
+    return codec.encode_first(RESOLVED, record["touchpoint"]), fields
+
+
+def keepable(touchpoint: bytes, fields: dict[str, Any]) -> dict[str, Any]:
+    """How the profiles table keeps a record (see ``Kept``), from :func:`kept_parts`."""
     return {"touchpoint": base64.b64encode(touchpoint).decode(), "fields": fields}
 
 

@@ -370,25 +370,37 @@ def test_a_record_that_fails_half_way_leaves_its_profile_as_the_table_holds_it()
     assert stage.load("p").events.keys() == {"e-1", "e-2"}
 
 
+def with_a_cart(profile: str) -> tuple[JourneyStage, ProfileState]:
+    """A journey stage, and a profile of its partition that holds a cart event ``ev-1``."""
+    stage = journey_stage({})
+    state = ProfileState(profile)
+    facts, raw = cart_event("ev-1")
+    stage.keep_record(facts.event_id, base64.b64encode(raw).decode())
+    stage.core.add(state, facts, None)
+    return stage, state
+
+
+def placed_by_transfer(
+    stage: JourneyStage, survivor: str, loser: ProfileState
+) -> list[dict[str, Any]]:
+    """The placements ``survivor`` publishes when ``loser``'s transfer comes, as one message."""
+    stage.out.sent.clear()  # type: ignore[attr-defined]
+    asyncio.run(stage.on_transfer(survivor, loser, {}, 0, Source(stages.topics.RESOLVED, 0, 1, 0)))
+    stage.write_back()
+    return [r for _, kind, r in stage.out.sent if kind == "ResolvedTouchpoint"]  # type: ignore[attr-defined]
+
+
 def test_a_survivor_outdone_by_its_republished_loser_publishes_everything_again() -> None:
     """A worker killed after sending a loser's transfer, before its ``merged_into`` reached the
     changelog: the new owner republishes the loser (its restored state says nothing of the
     merge) with newer versions than the survivor's rows, then the merge comes again and so does
     the transfer. The survivor must publish its rows again, above the loser's, or the loser's
     stale placements win in ClickHouse. A plain repeated transfer changes nothing."""
-    stage = journey_stage({})
-    loser = ProfileState("p-loser")
-    facts, raw = cart_event("ev-1")
-    stage.keep_record(facts.event_id, base64.b64encode(raw).decode())
-    stage.core.add(loser, facts, None)
+    stage, loser = with_a_cart("p-loser")
     snapshot = loser.to_json()
-    source = Source(stages.topics.RESOLVED, 0, 1, 0)
 
     def transfer(state: dict[str, Any]) -> list[dict[str, Any]]:
-        stage.out.sent.clear()  # type: ignore[attr-defined]
-        copy = ProfileState.from_json(state)
-        asyncio.run(stage.on_transfer("p-survivor", copy, {}, 0, source))
-        return [r for _, kind, r in stage.out.sent if kind == "ResolvedTouchpoint"]  # type: ignore[attr-defined]
+        return placed_by_transfer(stage, "p-survivor", ProfileState.from_json(state))
 
     [first] = transfer(snapshot)
     assert first["profile_id"] == "p-survivor"
@@ -410,18 +422,10 @@ def test_a_survivor_outdone_by_its_loser_publishes_again_even_if_it_published_si
     placement of the loser's event still is not."""
     wall = [1_800_000_000_000]
     monkeypatch.setattr(stages, "wall_ms", lambda: wall[0])
-    stage = journey_stage({})
-    loser = ProfileState("p-loser")
-    facts, raw = cart_event("ev-1")
-    stage.keep_record(facts.event_id, base64.b64encode(raw).decode())
-    stage.core.add(loser, facts, None)
-    source = Source(stages.topics.RESOLVED, 0, 1, 0)
+    stage, loser = with_a_cart("p-loser")
 
     def transfer(state: ProfileState) -> list[dict[str, Any]]:
-        stage.out.sent.clear()  # type: ignore[attr-defined]
-        asyncio.run(stage.on_transfer("p-survivor", state, {}, 0, source))
-        stage.write_back()
-        return [r for _, kind, r in stage.out.sent if kind == "ResolvedTouchpoint"]  # type: ignore[attr-defined]
+        return placed_by_transfer(stage, "p-survivor", state)
 
     [first] = transfer(ProfileState.from_json(loser.to_json()))
     wall[0] += 60_000  # a new owner of the loser's partition republishes it
@@ -442,18 +446,10 @@ def test_a_survivor_outdone_by_its_loser_publishes_again_even_if_it_published_si
 def test_a_repeated_transfer_of_a_profile_absorbed_by_way_of_another_changes_nothing() -> None:
     """``p-a`` merged into ``p-b``, then ``p-b`` into ``p-c``; the identity stage sends a merge
     per relabelled identity, so ``p-a``'s transfer comes again and ``p-b`` forwards it."""
-    stage = journey_stage({})
-    first = ProfileState("p-a")
-    facts, raw = cart_event("ev-1")
-    stage.keep_record(facts.event_id, base64.b64encode(raw).decode())
-    stage.core.add(first, facts, None)
-    source = Source(stages.topics.RESOLVED, 0, 1, 0)
+    stage, first = with_a_cart("p-a")
 
     def transfer(survivor: str, loser: ProfileState) -> list[str]:
-        stage.out.sent.clear()  # type: ignore[attr-defined]
-        asyncio.run(stage.on_transfer(survivor, loser, {}, 0, source))
-        stage.write_back()
-        return [r["profile_id"] for _, kind, r in stage.out.sent if kind == "ResolvedTouchpoint"]  # type: ignore[attr-defined]
+        return [r["profile_id"] for r in placed_by_transfer(stage, survivor, loser)]
 
     assert transfer("p-b", ProfileState.from_json(first.to_json())) == ["p-b"]
     assert transfer("p-c", ProfileState.from_json(stage.load("p-b").to_json())) == ["p-c"]
