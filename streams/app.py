@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -103,7 +103,7 @@ def _reread_kept_partitions(app: faust.App) -> None:
     nothing to the agents before faust has sought there.
 
     A rebalance revokes every partition, also those this worker keeps, and faust 0.15 then loses
-    messages of kept partitions in two ways (transport/consumer.py, tables/recovery.py):
+    messages in three ways (transport/consumer.py, tables/recovery.py):
     - its fetch loop, woken by the revoke, records the offset of the message it was handing to an
       agent after the read offsets were forgotten, while the agents' buffers holding the messages
       before it are cleared; the broker restarts the partition at the committed offset and faust
@@ -111,10 +111,15 @@ def _reread_kept_partitions(app: faust.App) -> None:
     - at the end of recovery it resumes the stream partitions, seeks them to their committed
       offsets, then clears the agents' buffers and resumes the flow. Messages fetched between the
       resume and the seek are handed to the agents, counted as read (the seek's rewind turns them
-      into a "gap", which counts as acknowledged) and then cleared unprocessed.
-    So the read offsets are forgotten once partitions are assigned, and the flow is stopped when
-    recovery completes (faust resumes it itself after the seek). At worst a message is processed
-    twice, which the stages absorb (a duplicate changes nothing)."""
+      into a "gap", which counts as acknowledged) and then cleared unprocessed;
+    - what its fetcher returns while the flow is stopped it drops, then seeks every partition
+      back to its committed offset; aiokafka leaves a partition that has none where it is, past
+      the dropped messages. A dead worker's partition taken over before it ever committed lost
+      its first messages that way (see :func:`rewind_uncommitted`).
+    So the read offsets are forgotten once partitions are assigned, the flow is stopped when
+    recovery completes (faust resumes it itself after the seek), and a partition without a
+    committed offset is sought to its first message. At worst a message is processed twice, which
+    the stages absorb (a duplicate changes nothing)."""
 
     async def forget(sender: Any, assigned: Any = None, *args: Any, **kwargs: Any) -> None:
         consumer: Any = app.consumer  # faust keeps the offsets it read in a private map
@@ -122,12 +127,41 @@ def _reread_kept_partitions(app: faust.App) -> None:
         for tp in assigned or ():
             if tp.topic not in changelogs:
                 consumer._read_offset.pop(tp, None)
+        if not getattr(consumer.seek_to_committed, "rewinds", False):
+            consumer.seek_to_committed = rewind_uncommitted(
+                consumer.seek_to_committed,
+                consumer._thread.seek_to_beginning,  # the aiokafka consumer's, in its thread
+                lambda topic: topic in app.tables.changelog_topics,
+            )
 
     async def hold(sender: Any, *args: Any, **kwargs: Any) -> None:
         app.consumer.stop_flow()
 
     app.on_partitions_assigned.connect(forget)  # type: ignore[arg-type]  # async receivers are fine
     app.on_rebalance_complete.connect(hold)  # type: ignore[arg-type]
+
+
+Committed = Mapping[Any, int | None]
+
+
+def rewind_uncommitted(
+    seek_to_committed: Callable[[], Awaitable[Committed]],
+    seek_to_beginning: Callable[..., Awaitable[Any]],
+    is_changelog: Callable[[str], bool],
+) -> Callable[[], Awaitable[Committed]]:
+    """``seek_to_committed`` that also seeks each stream partition without a committed offset (or
+    with 0) to its first message, as ``auto_offset_reset=earliest`` means: aiokafka's seeks only
+    partitions with an offset above 0. Changelog partitions stay where table recovery put them."""
+
+    async def seek() -> Committed:
+        committed = await seek_to_committed()
+        fresh = [tp for tp, at in committed.items() if not at and not is_changelog(tp.topic)]
+        if fresh:
+            await seek_to_beginning(*fresh)
+        return committed
+
+    seek.rewinds = True  # type: ignore[attr-defined]
+    return seek
 
 
 def _prompt_fetches(app: faust.App, max_wait_ms: int) -> None:
