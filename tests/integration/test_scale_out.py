@@ -156,19 +156,27 @@ def _snapshot(reader: Backend) -> dict[str, list[dict[str, Any]]]:
 
 
 def _replay_and_kill(
-    day: Path, data_dir: Path, *, workers: int, successor: bool, **overrides: Any
+    day: Path,
+    data_dir: Path,
+    *,
+    workers: int,
+    successor: bool,
+    kill_at: int = EVENTS // 10,
+    **overrides: Any,
 ) -> dict[str, list[Any]]:
-    """Replay the day on 4 partitions and ``workers`` workers; once a tenth of it is in
-    ClickHouse, SIGKILL the first worker (and start a new one in its slot if ``successor``);
+    """Replay the day on 4 partitions and ``workers`` workers; once ``kill_at`` touchpoints are
+    in ClickHouse, SIGKILL the first worker (and start a new one in its slot if ``successor``);
     return the snapshot after the replay completed."""
     settings = isolated_settings(
         data_dir, f"kill{workers}", partitions=4, workers=workers, **overrides
     )
     with embedded_stack(settings) as stack:
-        return _kill_mid_replay(stack, day, successor=successor)
+        return _kill_mid_replay(stack, day, successor=successor, kill_at=kill_at)
 
 
-def _kill_mid_replay(stack: Stack, day: Path, *, successor: bool) -> dict[str, list[Any]]:
+def _kill_mid_replay(
+    stack: Stack, day: Path, *, successor: bool, kill_at: int
+) -> dict[str, list[Any]]:
     reader = open_reader(stack.settings)
     results: list[ReplayResult | BaseException] = []
 
@@ -184,7 +192,7 @@ def _kill_mid_replay(stack: Stack, day: Path, *, successor: bool) -> dict[str, l
     thread.start()
     eventually(
         lambda: query(reader, "SELECT count() AS n FROM {db}.touchpoints")[0]["n"],
-        lambda n: n >= EVENTS // 10 or not thread.is_alive(),
+        lambda n: n >= kill_at or not thread.is_alive(),
         timeout=120,
     )
     victim, others = stack.workers[0], stack.workers[1:]
@@ -228,6 +236,16 @@ def test_one_of_two_workers_killed_mid_replay_changes_nothing(
     dead one's partitions over and keeps its own through the rebalance, where faust used to drop
     what it had fetched for them (streams/app.py, ``_reread_kept_partitions``)."""
     survived = _replay_and_kill(day, tmp_path, workers=2, successor=False)
+    _assert_same_tables(survived, one_by_one)
+
+
+def test_one_of_two_workers_killed_as_the_first_rows_land_changes_nothing(
+    day: Path, one_by_one: dict[str, Any], tmp_path: Path
+) -> None:
+    """Killed this early, the dead worker has not committed some of its partitions yet: the
+    survivor must read those from their first message, not from wherever its consumer stood
+    after faust dropped what it had fetched during the rebalance (``rewind_uncommitted``)."""
+    survived = _replay_and_kill(day, tmp_path, workers=2, successor=False, kill_at=1)
     _assert_same_tables(survived, one_by_one)
 
 
