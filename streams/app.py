@@ -127,18 +127,18 @@ def _reread_kept_partitions(app: faust.App) -> None:
         for tp in assigned or ():
             if tp.topic not in changelogs:
                 consumer._read_offset.pop(tp, None)
-        if not getattr(consumer.seek_to_committed, "rewinds", False):
-            consumer.seek_to_committed = rewind_uncommitted(
-                consumer.seek_to_committed,
-                consumer._thread.seek_to_beginning,  # the aiokafka consumer's, in its thread
-                lambda topic: topic in app.tables.changelog_topics,
-            )
 
     async def hold(sender: Any, *args: Any, **kwargs: Any) -> None:
         app.consumer.stop_flow()
 
     app.on_partitions_assigned.connect(forget)  # type: ignore[arg-type]  # async receivers are fine
     app.on_rebalance_complete.connect(hold)  # type: ignore[arg-type]
+    consumer: Any = app.consumer  # faust's: its perform_seek calls this instance's method
+    consumer.seek_to_committed = rewind_uncommitted(
+        consumer.seek_to_committed,
+        consumer._thread.seek_to_beginning,  # the aiokafka consumer's, in its thread
+        lambda topic: topic in app.tables.changelog_topics,
+    )
 
 
 Committed = Mapping[Any, int | None]
@@ -160,7 +160,6 @@ def rewind_uncommitted(
             await seek_to_beginning(*fresh)
         return committed
 
-    seek.rewinds = True  # type: ignore[attr-defined]
     return seek
 
 

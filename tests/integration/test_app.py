@@ -12,7 +12,7 @@ from confluent_kafka import Producer
 from parcours.deploy.stack import Stack, create_topics
 from parcours.schemas import topics
 from parcours.schemas.kafka import producer_config
-from parcours.streams.app import rewind_uncommitted
+from parcours.streams.app import Committed, rewind_uncommitted
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,7 @@ def test_a_partition_nobody_committed_is_read_again_from_its_first_message(stack
             producer.produce(topic, b"%d" % n, b"k", 1)
     assert producer.flush(10) == 0
 
-    async def fetch_drop_and_seek() -> tuple[object, list[int], list[int]]:
+    async def fetch_drop_and_seek() -> tuple[Committed, list[int], list[int]]:
         consumer = aiokafka.AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
             group_id=f"rw-{uuid.uuid4().hex[:8]}",
