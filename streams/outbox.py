@@ -59,6 +59,12 @@ class Outbox:
             | {"partitioner": "murmur2_random"}
         )
         self._failed: list[tuple[str, int, KafkaError]] = []
+        self._refused = False
+        """Whether the broker ever refused a record (then :meth:`acknowledged` never says yes)."""
+        self._flushes = 0
+        """Flushes started so far (the number of the last one)."""
+        self._flushed = 0
+        """The number of the last flush that ended with every record it waited for delivered."""
         self._next = 0
         """Sequence number of the next record sent."""
         self._pending: dict[int, None] = {}
@@ -151,6 +157,7 @@ class Outbox:
         def delivered(error: KafkaError | None, message: Message) -> None:
             del self._pending[sequence]
             if error is not None:
+                self._refused = True
                 self._failed.append((topic, int(message.partition() or 0), error))
             elif stored is not None:
                 stored(int(message.partition() or 0), int(message.offset() or 0))
@@ -164,10 +171,23 @@ class Outbox:
         self._pending[sequence] = None
         self._producer.poll(0)  # serves delivery reports, so acknowledged records leave the queue
 
+    def mark(self) -> int:
+        """A mark after every record sent so far, frames still open included: see
+        :meth:`acknowledged`."""
+        return self._flushes + 1
+
+    def acknowledged(self, mark: int) -> bool:
+        """Whether the broker has every record sent before ``mark`` was taken: a flush that
+        started after it succeeded (faust flushes before every commit). Never again once the
+        broker refused a record: the records are handled again after a failed flush."""
+        return not self._refused and self._flushed >= mark
+
     async def flush(self) -> None:
         """Until every record sent before this call is acknowledged (not those sent meanwhile:
         under load the queue is never empty); BrokerError if one was refused (then nothing is
         committed, and the records are handled again)."""
+        self._flushes += 1
+        number = self._flushes
         self.send_frames()
         mark = self._next
         # Sequence numbers enter in increasing order, so the first pending one is the oldest.
@@ -180,3 +200,4 @@ class Outbox:
             raise BrokerError(
                 f"{failed} record(s) not delivered: {error}", topic=topic, partition=partition
             )
+        self._flushed = max(self._flushed, number)

@@ -593,6 +593,9 @@ class JourneyStage(Stage):
         their records are deleted once the profiles are written."""
         self._handling: list[str] = []
         """The profiles loaded while handling the current record."""
+        self._transferred: dict[int, dict[str, int]] = {}
+        """Per partition: profiles merged away whose state was sent to their survivor, with the
+        outbox's mark after the send; once the broker has it, the state shrinks to a stub."""
 
     def load(self, profile: str) -> ProfileState:
         self._handling.append(profile)
@@ -611,6 +614,7 @@ class JourneyStage(Stage):
     async def handle(self, value: bytes, source: Source) -> None:
         try:
             await super().handle(value, source)
+            self.shrink_merged(source.partition)
         finally:
             self.write_back()
 
@@ -655,10 +659,14 @@ class JourneyStage(Stage):
         self.write_back()
         timers = self.timers[partition] = Timers()
         self.offsets[partition] = resumed_at
+        # Merges from the resumed offset on come again, and send their states again.
+        self._transferred.pop(partition, None)
         for key, data in list(self.profiles.items()):
-            if key.startswith(RECORD_KEY):
+            if key.startswith(RECORD_KEY) or data.get("partition") != partition:
                 continue
-            if data.get("partition") != partition or data.get("merged_into"):
+            if data.get("merged_into"):
+                if data["events"] and data.get("offset", resumed_at) < resumed_at:
+                    self.shrink(key, partition)  # its merge was committed, so its state sent
                 continue
             if data.get("offset", resumed_at) < resumed_at:
                 timers.set(key, self.core.wakes_at(data.get("wake") or {}))
@@ -811,7 +819,28 @@ class JourneyStage(Stage):
         state.merged_into = state.merged_into or survivor
         if state.events:
             await self.transfer(state, state.merged_into, cause, source)
+            transferred = self._transferred.setdefault(source.partition, {})
+            transferred.pop(loser, None)  # marks stay in increasing order
+            transferred[loser] = self.out.mark()
         self.save(state, source.partition)
+
+    def shrink_merged(self, partition: int) -> None:
+        """Profiles merged away whose state the broker has (it went to their survivor) keep
+        only where they went: events still addressed to them are forwarded, and a merge that
+        comes again has nothing left to send."""
+        transferred = self._transferred.get(partition)
+        while transferred:
+            loser, mark = next(iter(transferred.items()))
+            if not self.out.acknowledged(mark):
+                return
+            del transferred[loser]
+            self.shrink(loser, partition)
+
+    def shrink(self, loser: str, partition: int) -> None:
+        state = self.load(loser)
+        if state.merged_into and state.events:
+            stub = ProfileState(loser, merged_into=state.merged_into, version=state.version)
+            self.save(stub, partition)
 
     async def transfer(
         self, loser: ProfileState, survivor: str, cause: int, source: Source

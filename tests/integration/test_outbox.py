@@ -67,3 +67,30 @@ def test_a_refused_record_fails_the_flush_with_its_topic(stack: Stack) -> None:
 
     with pytest.raises(BrokerError, match=missing):
         asyncio.run(send())
+
+
+def test_a_mark_is_acknowledged_once_a_flush_after_it_succeeded_and_never_after_a_refusal(
+    stack: Stack,
+) -> None:
+    """A record still waiting in its frame is not acknowledged; the flush that sends it is what
+    acknowledges its mark. Once the broker refused a record, no mark is (its records are
+    handled again)."""
+    outbox = _outbox(stack)
+
+    async def run() -> None:
+        await outbox.send(topics.RESOLVED, "Tick", {"task": 1}, key="p")  # framed: waits
+        mark = outbox.mark()
+        assert not outbox.acknowledged(mark)
+        await outbox.flush()
+        assert outbox.acknowledged(mark) and not outbox.acknowledged(outbox.mark())
+
+        refusing = _outbox(stack)  # at once: its producer knows no partition yet
+        mark = refusing.mark()
+        missing = refusing.settings.topic(topics.PIVOTS)
+        refusing.to_changelog(missing, 99, b"k", b"v", lambda p, o: None)  # no partition 99
+        with pytest.raises(BrokerError):
+            await refusing.flush()
+        await refusing.flush()
+        assert not refusing.acknowledged(mark)
+
+    asyncio.run(run())

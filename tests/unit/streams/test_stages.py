@@ -22,14 +22,25 @@ from tests.factories import touchpoint
 
 
 class FakeOutbox:
-    """Records what a stage sends; every topic has ``partitions`` partitions."""
+    """Records what a stage sends; every topic has ``partitions`` partitions. The broker has
+    what was sent before the last :meth:`flush`."""
 
     def __init__(self, partitions: int = 2) -> None:
         self.sent: list[tuple[str, str, dict[str, Any]]] = []
         self._partitions = partitions
+        self.flushes = 0
 
     def partitions(self, name: str) -> int:
         return self._partitions
+
+    def mark(self) -> int:
+        return self.flushes + 1
+
+    def acknowledged(self, mark: int) -> bool:
+        return self.flushes >= mark
+
+    async def flush(self) -> None:
+        self.flushes += 1
 
     async def everywhere(self, name: str, schema: str, record: dict[str, Any]) -> None:
         self.sent.append((name, schema, record))
@@ -469,3 +480,70 @@ def test_a_record_kept_whole_by_an_earlier_version_is_placed_as_before() -> None
     assert placed["touchpoint"] == received["touchpoint"]
     assert (placed["profile_id"], placed["routing_key"]) == ("p", received["routing_key"])
     assert placed["journey_id"] and placed["version"] == state.version
+
+
+def merge_of(loser: str, survivor: str) -> bytes:
+    record = {"loser": loser, "survivor": survivor, "identity": "crm_id:c-1", "occurred_at": 0}
+    return Codec().encode_internal("ProfileMerge", record)
+
+
+def test_a_profile_merged_away_keeps_only_its_survivor_once_the_broker_has_its_state() -> None:
+    """The identity stage sends a merge per relabelled identity. Until the broker has the
+    loser's state (a flush succeeded after it was sent), each merge sends it again: the worker
+    may die and its transfer with it. After that the loser keeps only where it went (state stays
+    bounded however many profiles merge): a merge sends nothing, an event is forwarded."""
+    profiles: dict[str, Any] = {}
+    stage = journey_stage(profiles)
+    at = iter(range(1, 100))
+
+    def handle(value: bytes) -> list[tuple[str, str, dict[str, Any]]]:
+        stage.out.sent.clear()  # type: ignore[attr-defined]
+        asyncio.run(stage.handle(value, Source(stages.topics.RESOLVED, 0, next(at), 0)))
+        return stage.out.sent  # type: ignore[attr-defined, no-any-return]
+
+    handle(frame_of(event_for("p-loser", "e-1"), event_for("p-loser", "e-2")))
+    for _ in range(2):
+        [transfer] = [
+            r for _, kind, r in handle(merge_of("p-loser", "p-b")) if kind == "ProfileTransfer"
+        ]
+        assert ProfileState.from_json(orjson.loads(transfer["state"])).events.keys() == {
+            "e-1",
+            "e-2",
+        }
+        assert profiles["p-loser"]["events"] and profiles["p-loser"]["merged_into"] == "p-b"
+
+    asyncio.run(stage.out.flush())
+    handle(event_for("p-other", "e-3"))  # any message on the partition after the flush
+    stub = profiles["p-loser"]
+    assert (stub["merged_into"], stub["events"], stub["published"], stub["placed"]) == (
+        "p-b",
+        [],
+        [],
+        {},
+    )
+    assert len(orjson.dumps(stub)) < 400
+    assert not [
+        kind for _, kind, _ in handle(merge_of("p-loser", "p-b")) if kind == "ProfileTransfer"
+    ]
+    [(_, kind, forwarded)] = handle(event_for("p-loser", "e-4"))
+    assert (kind, forwarded["profile_id"]) == ("ResolvedTouchpoint", "p-b")
+
+
+def test_a_new_owner_shrinks_the_profiles_merged_away_before_the_offset_it_resumes_from() -> None:
+    """The last owner died before shrinking its losers: those whose merge it committed had their
+    state flushed to the broker first, so the new owner shrinks them; a merge after the committed
+    offset comes again and sends the state again, so that loser stays whole until then."""
+    profiles: dict[str, Any] = {}
+    last_owner = journey_stage(profiles)
+    for offset, loser in ((1, "p-a"), (2, "p-b")):
+        source = Source(stages.topics.RESOLVED, 0, offset, 0)
+        asyncio.run(last_owner.handle(event_for(loser, f"e-{loser}"), source))
+    for offset, loser in ((3, "p-a"), (12, "p-b")):
+        source = Source(stages.topics.RESOLVED, 0, offset, 0)
+        asyncio.run(last_owner.handle(merge_of(loser, "p-c"), source))
+
+    new_owner = journey_stage(profiles)
+    asyncio.run(new_owner.on_take_over(0, resumed_at=10))
+    new_owner.write_back()
+    assert profiles["p-a"]["events"] == [] and profiles["p-a"]["merged_into"] == "p-c"
+    assert [e["event_id"] for e in profiles["p-b"]["events"]] == ["e-p-b"]
