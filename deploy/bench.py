@@ -90,7 +90,7 @@ def bench_stitching(events: int) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     return {
         "events": events,
-        "profiles": len(profiles),
+        "profiles": sum(1 for state in profiles.values() if state.merged_into is None),
         "events_per_second": round(events / seconds),
         "microseconds_per_event": round(seconds / events * 1e6, 1),
         "detected": dict(sorted(detected.items())),
@@ -101,7 +101,8 @@ def stitch_day(
     inputs: list[tuple[list[str], EventFacts]], core: JourneyCore
 ) -> tuple[dict[str, ProfileState], Counter[str]]:
     """Identity graph (links delivered in-process), merges and the journey core over a day's
-    ``(identities, facts)`` in order, then its end; the profiles and what was detected."""
+    ``(identities, facts)`` in order, then its end; the profiles (those merged away as the
+    worker keeps them) and what was detected."""
     graph = IdentityGraph({})
     profiles: dict[str, ProfileState] = {}
     detected = Counter[str]()
@@ -113,18 +114,18 @@ def stitch_day(
             links.extend(more.links)
             merges.extend(more.merges)
         for merge in merges:
-            if merge.loser in profiles:
+            loser = profiles.get(merge.loser)
+            if loser is not None and loser.merged_into is None:
                 survivor = profiles.setdefault(merge.survivor, ProfileState(merge.survivor))
-                _count(
-                    detected,
-                    core.absorb(survivor, profiles.pop(merge.loser), None, cause=merge.occurred_at),
-                )
+                _count(detected, core.absorb(survivor, loser, None, cause=merge.occurred_at))
+                profiles[merge.loser] = loser.merged_away(merge.survivor)
         profile = profile_id(graph.label_of(identities[0]))
         state = profiles.setdefault(profile, ProfileState(profile))
         _count(detected, core.add(state, facts, facts.occurred_at))
     end = max(facts.occurred_at for _, facts in inputs)
     for state in profiles.values():
-        _count(detected, core.advance(state, end, finished=True))
+        if state.merged_into is None:
+            _count(detected, core.advance(state, end, finished=True))
     return profiles, detected
 
 

@@ -87,9 +87,11 @@ def _record(codec: Codec, touchpoint: dict[str, Any], routing_key: str, offset: 
 
 
 def copies(samples: list[Sample], count: int, partitions: int) -> Iterator[Any]:
-    """``count`` profiles as (partition, key, value) changelog records: the samples under new
-    ids, each with its events' records under keys of its own."""
-    for n in range(count):
+    """``count`` live profiles, and the profiles merged away beside them in the samples'
+    proportion, as (partition, key, value) changelog records: the samples under new ids, each
+    with its events' records under keys of its own."""
+    live, n = 0, 0
+    while live < count:
         partition = n % partitions
         key = f"bench-{n:08d}"
         sample = samples[n % len(samples)]
@@ -97,6 +99,8 @@ def copies(samples: list[Sample], count: int, partitions: int) -> Iterator[Any]:
             yield partition, orjson.dumps(f"{RECORD_KEY}{key}/{i}"), orjson.dumps(record)
         value = sample.profile | {"profile_id": key, "partition": partition}
         yield partition, orjson.dumps(key), orjson.dumps(value)
+        live += sample.profile["merged_into"] is None
+        n += 1
 
 
 def fill_changelog(settings: Settings, samples: list[Sample], count: int) -> int:
@@ -165,9 +169,11 @@ def bench_store(settings: Settings, store: str, samples: list[Sample], count: in
 
 def bench_state(settings: Settings, profiles: int, partitions: int, days: int) -> dict[str, Any]:
     samples = sample_profiles(days=days)
-    sizes = [len(orjson.dumps(sample.profile)) for sample in samples]
-    records = [sum(len(orjson.dumps(r)) for r in sample.records) for sample in samples]
-    events = [len(sample.records) for sample in samples]
+    merged = [len(orjson.dumps(s.profile)) for s in samples if s.profile["merged_into"]]
+    samples_live = [sample for sample in samples if not sample.profile["merged_into"]]
+    sizes = [len(orjson.dumps(sample.profile)) for sample in samples_live]
+    records = [sum(len(orjson.dumps(r)) for r in sample.records) for sample in samples_live]
+    events = [len(sample.records) for sample in samples_live]
     base = settings.model_copy(update={"partitions": partitions, "workers": 1})
     return {
         "profiles": profiles,
@@ -183,5 +189,7 @@ def bench_state(settings: Settings, profiles: int, partitions: int, days: int) -
             "mean": round(statistics.mean(records)),
             "p99": sorted(records)[int(len(records) * 0.99)],
         },
+        "merged_away_per_profile": round(len(merged) / len(sizes), 2),
+        "bytes_per_merged_away": round(statistics.mean(merged)) if merged else 0,
         "stores": {store: bench_store(base, store, samples, profiles) for store in STORES},
     }

@@ -343,6 +343,11 @@ class ProfileState:
             absorbed=dict(data.get("absorbed", {})),
         )
 
+    def merged_away(self, survivor: str) -> ProfileState:
+        """What this profile keeps once its state has gone to ``survivor``: where it went (an
+        event still addressed to it is forwarded there) and its version."""
+        return ProfileState(self.profile_id, merged_into=survivor, version=self.version)
+
     def last_published(self) -> int:
         """The version of the newest journey this profile published (0: none)."""
         return max((summary.version for summary in self.published.values()), default=0)

@@ -839,8 +839,7 @@ class JourneyStage(Stage):
     def shrink(self, loser: str, partition: int) -> None:
         state = self.load(loser)
         if state.merged_into and state.events:
-            stub = ProfileState(loser, merged_into=state.merged_into, version=state.version)
-            self.save(stub, partition)
+            self.save(state.merged_away(state.merged_into), partition)
 
     async def transfer(
         self, loser: ProfileState, survivor: str, cause: int, source: Source

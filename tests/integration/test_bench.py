@@ -59,6 +59,9 @@ def test_bench_state_restarts_a_worker_on_both_stores() -> None:
     # The records events came in are kept beside the profile, not inside it.
     kept = figures["bytes_per_profile"]["events_kept_mean"]
     assert figures["record_bytes_per_profile"]["mean"] > 100 * kept > 0  # a touchpoint each
+    # A profile merged away keeps only where it went.
+    assert figures["merged_away_per_profile"] > 0.1
+    assert 0 < figures["bytes_per_merged_away"] < 400
     for store in ("memory://", "rocksdb://"):
         measured = figures["stores"][store]
         assert measured["changelog_bytes"] > 2000 * 100
