@@ -824,6 +824,19 @@ class JourneyStage(Stage):
             transferred[loser] = self.out.mark()
         self.save(state, source.partition)
 
+    async def tick(self) -> None:
+        await super().tick()
+        # A quiet partition is sent a Tick once the broker has a merged profile's state: a
+        # timer cannot write tables, and the profile shrinks after a message is handled.
+        for partition, transferred in self._transferred.items():
+            if not transferred or partition in self.nudged or not self.owned(partition):
+                continue
+            if self.out.acknowledged(next(iter(transferred.values()))):
+                self.nudged.add(partition)
+                await self.out.to_partition(
+                    self.input_topic, "Tick", {"task": partition}, partition
+                )
+
     def shrink_merged(self, partition: int) -> None:
         """Profiles merged away whose state the broker has (it went to their survivor) keep
         only where they went: events still addressed to them are forwarded, and a merge that

@@ -165,8 +165,22 @@ def deleted_from_table(
 ) -> set[bytes]:
     """Wait until every key of ``keys`` is deleted from table ``table``: its latest changelog
     record is a tombstone or, on the embedded broker (README: ``PARCOURS_CHANGELOG_TOMBSTONES``),
-    a JSON null. Returns every key deleted by then. Reads on until they are (Tansu's high
-    watermark stops short of a multi-record batch's end, so it cannot say where the end is)."""
+    a JSON null. Returns every key deleted by then."""
+    latest = table_values(settings, table, keys, lambda value: value in (None, b"null"), timeout)
+    return {key for key, value in latest.items() if value in (None, b"null")}
+
+
+def table_values(
+    settings: Settings,
+    table: str,
+    keys: set[bytes],
+    accept: Callable[[bytes | None], bool],
+    timeout: float = 60.0,
+) -> dict[bytes, bytes | None]:
+    """Wait until the latest changelog record of every key of ``keys`` in table ``table`` is
+    one ``accept`` takes; the latest record of every key by then. Reads on until they are
+    (Tansu's high watermark stops short of a multi-record batch's end, so it cannot say where
+    the end is)."""
     topic = f"{settings.app_id}-{table}-changelog"
     consumer = Consumer(consumer_config(settings, f"test-{uuid.uuid4().hex[:8]}"))
     partitions = range(topic_partitions(settings, topic))
@@ -174,12 +188,13 @@ def deleted_from_table(
     latest: dict[bytes, bytes | None] = {}
     deadline = time.monotonic() + timeout
     try:
-        while not keys <= (deleted := {k for k, v in latest.items() if v in (None, b"null")}):
+        while not all(key in latest and accept(latest[key]) for key in keys):
             if time.monotonic() > deadline:
-                pytest.fail(f"{topic}: not deleted within {timeout:.0f}s: {keys - deleted}")
+                waiting = {key: latest.get(key) for key in keys}
+                pytest.fail(f"{topic}: not as expected within {timeout:.0f}s: {waiting}")
             msg = consumer.poll(0.5)
             if msg is not None and not msg.error():
                 latest[msg.key() or b""] = msg.value()
     finally:
         consumer.close()
-    return deleted
+    return latest

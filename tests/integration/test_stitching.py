@@ -15,7 +15,12 @@ from parcours.sinks.client import open_reader
 from parcours.streams.identity import profile_id
 
 from tests.factories import touchpoint
-from tests.integration.conftest import deleted_from_table, isolated_settings, query
+from tests.integration.conftest import (
+    deleted_from_table,
+    isolated_settings,
+    query,
+    table_values,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -42,6 +47,10 @@ def _journeys(reader: Backend, profile: str) -> list[dict[str, Any]]:
         "SELECT journey_id, status, channels, touchpoints, pivots FROM {db}.journeys "
         f"WHERE profile_id = '{profile}' ORDER BY started_at",
     )
+
+
+def _shrunk(value: bytes | None) -> bool:
+    return value not in (None, b"null") and json.loads(value or b"")["events"] == []
 
 
 def _event(tag: str, n: int, minute: int, **changes: Any) -> dict[str, Any]:
@@ -108,6 +117,10 @@ def test_anonymous_web_then_login_then_store_purchase_is_one_profile_and_one_jou
             "pivots": 1,
         }
     ]
+    # The anonymous profile, merged away, keeps only where it went (README: crash safety).
+    loser = json.dumps(profile_id(f"anonymous_id:{cookie}")).encode()
+    latest = table_values(stack.settings, "profiles", {loser}, _shrunk)
+    assert json.loads(latest[loser] or b"")["merged_into"] == customer
 
 
 def test_a_shared_kiosk_keeps_two_crm_ids_apart_and_warns(

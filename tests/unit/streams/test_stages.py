@@ -45,6 +45,11 @@ class FakeOutbox:
     async def everywhere(self, name: str, schema: str, record: dict[str, Any]) -> None:
         self.sent.append((name, schema, record))
 
+    async def to_partition(
+        self, name: str, schema: str, record: dict[str, Any], partition: int
+    ) -> None:
+        self.sent.append((name, schema, record))
+
 
 def identity_stage(control: dict[str, dict[str, Any]]) -> IdentityStage:
     settings = Settings(watermark_idle_seconds=30)
@@ -547,3 +552,28 @@ def test_a_new_owner_shrinks_the_profiles_merged_away_before_the_offset_it_resum
     new_owner.write_back()
     assert profiles["p-a"]["events"] == [] and profiles["p-a"]["merged_into"] == "p-c"
     assert [e["event_id"] for e in profiles["p-b"]["events"]] == ["e-p-b"]
+
+
+def test_a_quiet_partition_is_nudged_once_the_broker_has_a_merged_profiles_state() -> None:
+    """A timer cannot write tables: when no message comes, the stage sends its task a Tick once
+    the state is delivered, and the profile shrinks when the Tick is handled."""
+    profiles: dict[str, Any] = {}
+    stage = journey_stage(profiles)
+
+    def at(offset: int) -> Source:
+        return Source(stages.topics.RESOLVED, 1, offset, 0)
+
+    asyncio.run(stage.handle(event_for("p-loser", "e-1"), at(1)))
+    asyncio.run(stage.handle(merge_of("p-loser", "p-b"), at(2)))
+    stage.out.sent.clear()  # type: ignore[attr-defined]
+
+    asyncio.run(stage.tick())
+    assert stage.out.sent == []  # type: ignore[attr-defined]
+    asyncio.run(stage.out.flush())
+    asyncio.run(stage.tick())
+    asyncio.run(stage.tick())  # once: the first Tick is on its way
+    assert stage.out.sent == [(stages.topics.RESOLVED, "Tick", {"task": 1})]  # type: ignore[attr-defined]
+
+    tick = Codec().encode_internal("Tick", {"task": 1})
+    asyncio.run(stage.handle(tick, at(3)))
+    assert profiles["p-loser"]["events"] == [] and profiles["p-loser"]["merged_into"] == "p-b"
