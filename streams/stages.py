@@ -665,7 +665,7 @@ class JourneyStage(Stage):
             if key.startswith(RECORD_KEY) or data.get("partition") != partition:
                 continue
             if data.get("merged_into"):
-                if data["events"] and data.get("offset", resumed_at) < resumed_at:
+                if data.get("events") and data.get("offset", resumed_at) < resumed_at:
                     self.shrink(key, partition)  # its merge was committed, so its state sent
                 continue
             if data.get("offset", resumed_at) < resumed_at:
