@@ -245,13 +245,15 @@ def _wire(app: faust.App, settings: Settings) -> None:
 
     app.timer(interval=FRAME_LINGER_SECONDS)(send_lingering_frames)
 
-    def table(name: str) -> Any:
+    def table(name: str, values: str = "json") -> Any:
         # faust's RocksDB store keeps (and edits) the options it is given: one dict per table.
+        schema: Any = faust.Schema(key_serializer="json", value_serializer=values)
         return tables.table(
-            app, name, outbox, default=None, schema=_json(), **_table_options(settings)
+            app, name, outbox, default=None, schema=schema, **_table_options(settings)
         )
 
-    nodes, profiles = table("identity-graph"), table("profiles")
+    # The journey stage keeps its profiles as JSON bytes (see ``RawTable``).
+    nodes, profiles = table("identity-graph"), table("profiles", values="raw")
     # Each stage's end-of-run bookkeeping, keyed "stage:partition", so a worker that takes a
     # partition over in a rebalance carries on where the last owner stopped.
     control = table("control")
@@ -285,10 +287,6 @@ def _owned(app: faust.App, topic: str) -> Callable[[int], bool]:
     """Whether this worker handles ``topic``'s partition now: a timer must not act for a
     partition that a rebalance gave to another worker."""
     return lambda partition: TP(topic, partition) in app.assignor.assigned_actives()
-
-
-def _json() -> Any:
-    return faust.Schema(key_serializer="json", value_serializer="json")
 
 
 def _agent(app: faust.App, stage: Stage, outbox: Outbox) -> None:

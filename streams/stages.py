@@ -48,6 +48,17 @@ from parcours.streams.timers import Timers
 log = logging.getLogger(__name__)
 
 Table = MutableMapping[str, Any]
+RawTable = MutableMapping[str, bytes]
+"""A table whose values are kept as the JSON bytes they travel as (faust's ``raw`` serializer):
+decoded, a profile takes three times the memory of its JSON, and a worker holds every profile of
+its partitions."""
+
+
+def _value(raw: bytes | None) -> Any:
+    """A raw table's value, decoded (None: absent, or deleted before a restart: JSON null)."""
+    return None if raw is None else orjson.loads(raw)
+
+
 """A faust table in the worker (JSON values, changelogged); any dict in tests."""
 
 RECORD_KEY = "record:"
@@ -569,7 +580,7 @@ class JourneyStage(Stage):
         codec: Codec,
         outbox: Outbox,
         control: Table,
-        profiles: Table,
+        profiles: RawTable,
     ) -> None:
         super().__init__(settings, codec, outbox, control)
         self.profiles = profiles
@@ -581,7 +592,7 @@ class JourneyStage(Stage):
         """Per partition this process handles: when time alone changes each profile."""
         self.offsets: dict[int, int] = {}
         """Per partition: the offset of the input record being handled."""
-        self._recent_states: OrderedDict[str, tuple[dict[str, Any], ProfileState]] = OrderedDict()
+        self._recent_states: OrderedDict[str, tuple[bytes, ProfileState]] = OrderedDict()
         """The last profiles saved, with the value saved: reading a profile back from its JSON
         costs as much as the rest of handling an event (newest last)."""
         self._dirty: dict[str, tuple[ProfileState, int, int]] = {}
@@ -603,8 +614,8 @@ class JourneyStage(Stage):
         if dirty is not None:
             state = dirty[0]
         else:
-            data = self.profiles.get(profile)
-            state = self._decoded(profile, data) if data else ProfileState(profile)
+            raw = self.profiles.get(profile)
+            state = self._decoded(profile, raw) if raw else ProfileState(profile)
         # Versions follow the wall clock as well as the state: after a crash the restored state
         # can be older than outputs its last owner already published, and what is published
         # now must replace those.
@@ -630,17 +641,19 @@ class JourneyStage(Stage):
             self._dirty.pop(profile, None)
             self._recent_states.pop(profile, None)
 
-    def _decoded(self, profile: str, data: dict[str, Any]) -> ProfileState:
-        """``profile``'s state from the table's ``data``: the state this process saved last, if
-        the table still holds what it saved (a restore or another owner's write makes a new
-        value), else decoded. Taken out while it is handled: a record that fails half-way
-        leaves nothing here to be reused."""
+    def _decoded(
+        self, profile: str, raw: bytes, data: dict[str, Any] | None = None
+    ) -> ProfileState:
+        """``profile``'s state from the table's ``raw`` value (``data``: it decoded): the state
+        this process saved last, if the table still holds what it saved (a restore or another
+        owner's write makes a new value), else decoded. Taken out while it is handled: a record
+        that fails half-way leaves nothing here to be reused."""
         recent = self._recent_states.pop(profile, None)
-        if recent is not None and recent[0] is data:
+        if recent is not None and recent[0] is raw:
             return recent[1]
-        return ProfileState.from_json(data)
+        return ProfileState.from_json(orjson.loads(raw) if data is None else data)
 
-    def _keep_recent(self, state: ProfileState, saved: dict[str, Any]) -> None:
+    def _keep_recent(self, state: ProfileState, saved: bytes) -> None:
         self._recent_states[state.profile_id] = (saved, state)
         if len(self._recent_states) > RECENT_STATES:
             self._recent_states.popitem(last=False)
@@ -661,8 +674,11 @@ class JourneyStage(Stage):
         self.offsets[partition] = resumed_at
         # Merges from the resumed offset on come again, and send their states again.
         self._transferred.pop(partition, None)
-        for key, data in list(self.profiles.items()):
-            if key.startswith(RECORD_KEY) or data.get("partition") != partition:
+        for key, raw in list(self.profiles.items()):
+            if key.startswith(RECORD_KEY):
+                continue
+            data = _value(raw)
+            if data is None or data.get("partition") != partition:
                 continue
             if data.get("merged_into"):
                 if data.get("events") and data.get("offset", resumed_at) < resumed_at:
@@ -691,7 +707,8 @@ class JourneyStage(Stage):
         dirty, self._dirty = self._dirty, {}
         for state, partition, offset in dirty.values():
             wake = self.core.wake(state)
-            saved = state.to_json() | {"partition": partition, "wake": wake, "offset": offset}
+            placed = {"partition": partition, "wake": wake, "offset": offset}
+            saved = orjson.dumps(state.to_json() | placed)
             self.profiles[state.profile_id] = saved
             self._keep_recent(state, saved)
             at = None if state.merged_into else self.core.wakes_at(wake)
@@ -728,13 +745,14 @@ class JourneyStage(Stage):
         # The end of a run fires what the allowed lateness still held back: look at every one.
         woken = timers.waiting() if finished else timers.due(watermark)
         for profile in woken:
-            data = self.profiles.get(profile)
+            raw = self.profiles.get(profile)
+            data = _value(raw)
             if data is None or data.get("partition") != partition or data.get("merged_into"):
                 continue
             if not self.core.is_due(data.get("wake") or {}, watermark, finished=finished):
                 timers.set(profile, self.core.wakes_at(data.get("wake") or {}))
                 continue
-            state = self._decoded(profile, data)
+            state = self._decoded(profile, raw or b"", data)
             outputs = self.core.advance(state, watermark, finished=finished)
             if outputs:
                 await self.publish(outputs)
@@ -791,15 +809,15 @@ class JourneyStage(Stage):
     def keep_record(self, event_id: str, kept: Kept) -> None:
         # Once: a duplicate of the event (or a repeated transfer) sends no changelog record.
         key = RECORD_KEY + event_id
-        if self.profiles.get(key) is None:  # absent, or deleted (JSON null) before a restart
-            self.profiles[key] = kept
+        if _value(self.profiles.get(key)) is None:  # absent, or deleted before a restart
+            self.profiles[key] = orjson.dumps(kept)
 
     def stored(self, event_id: str) -> tuple[bytes, dict[str, Any]]:
         """The ``ResolvedTouchpoint`` record event ``event_id`` came in: its touchpoint in Avro
         (see ``Codec.encode_with_first``), and its other fields (not to be mutated)."""
         if self.current is not None and self.current[0] == event_id:
             return self.current[2], self.current[3]
-        kept: Kept | None = self.profiles.get(RECORD_KEY + event_id)
+        kept: Kept | None = _value(self.profiles.get(RECORD_KEY + event_id))
         if kept is None:
             raise StateError("no record kept for this event", table="profiles", key=event_id)
         if isinstance(kept, str):  # kept whole, before touchpoints were kept apart
@@ -860,9 +878,9 @@ class JourneyStage(Stage):
         """Send ``loser``'s whole state to the survivor's partition."""
         self.touched(source.partition)
         records = {
-            event_id: kept
+            event_id: orjson.Fragment(kept)  # as it is kept: JSON already
             for event_id in loser.events
-            if (kept := self.profiles.get(RECORD_KEY + event_id)) is not None
+            if (kept := self.profiles.get(RECORD_KEY + event_id)) not in (None, b"null")
         }
         record = {
             "loser": loser.profile_id,
