@@ -245,15 +245,17 @@ def _wire(app: faust.App, settings: Settings) -> None:
 
     app.timer(interval=FRAME_LINGER_SECONDS)(send_lingering_frames)
 
-    def table(name: str, values: str = "json") -> Any:
+    def table(name: str, values: type = dict) -> Any:
         # faust's RocksDB store keeps (and edits) the options it is given: one dict per table.
-        schema: Any = faust.Schema(key_serializer="json", value_serializer=values)
-        return tables.table(
-            app, name, outbox, default=None, schema=schema, **_table_options(settings)
-        )
+        # Its tables read the serializer of their changes from the value type (bytes: raw),
+        # and their changelog topics from the schema: both say the same.
+        serializer = "raw" if values is bytes else "json"
+        schema: Any = faust.Schema(key_serializer="json", value_serializer=serializer)
+        options = _table_options(settings) | ({"value_type": bytes} if values is bytes else {})
+        return tables.table(app, name, outbox, default=None, schema=schema, **options)
 
     # The journey stage keeps its profiles as JSON bytes (see ``RawTable``).
-    nodes, profiles = table("identity-graph"), table("profiles", values="raw")
+    nodes, profiles = table("identity-graph"), table("profiles", values=bytes)
     # Each stage's end-of-run bookkeeping, keyed "stage:partition", so a worker that takes a
     # partition over in a rebalance carries on where the last owner stopped.
     control = table("control")
