@@ -93,7 +93,10 @@ def _report_assignments(app: faust.App, settings: Settings) -> None:
     async def write(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         partitions = sorted({tp.partition for tp in app.assignor.assigned_actives()})
         path = ready_file(settings, os.getpid())
-        path.write_text(json.dumps({"partitions": partitions}))
+        # Renamed into place: the stack polls the file and must never read it half-written.
+        written = path.with_suffix(".tmp")
+        written.write_text(json.dumps({"partitions": partitions}))
+        written.replace(path)
 
     app.on_rebalance_complete.connect(write)  # type: ignore[arg-type]  # async receivers are fine
 
