@@ -54,9 +54,14 @@ decoded, a profile takes three times the memory of its JSON, and a worker holds 
 its partitions."""
 
 
+def _absent(raw: bytes | None) -> bool:
+    """Whether a raw table holds nothing for a key: no value, or deleted before a restart."""
+    return raw is None or raw == b"null"
+
+
 def _value(raw: bytes | None) -> Any:
-    """A raw table's value, decoded (None: absent, or deleted before a restart: JSON null)."""
-    return None if raw is None else orjson.loads(raw)
+    """A raw table's value, decoded (None: see :func:`_absent`)."""
+    return None if _absent(raw) else orjson.loads(raw or b"")
 
 
 """A faust table in the worker (JSON values, changelogged); any dict in tests."""
@@ -401,10 +406,12 @@ class Stage:
             if epochs.running or frontier is None:
                 continue
             if epochs.closed is None or frontier > epochs.closed:
-                self.nudged.add(partition)
-                await self.out.to_partition(
-                    self.input_topic, "Tick", {"task": partition}, partition
-                )
+                await self.nudge(partition)
+
+    async def nudge(self, partition: int) -> None:
+        """Send the task a ``Tick`` through its own partition (once until it is handled)."""
+        self.nudged.add(partition)
+        await self.out.to_partition(self.input_topic, "Tick", {"task": partition}, partition)
 
     async def on_tick(self, partition: int) -> None:
         self.nudged.discard(partition)
@@ -809,7 +816,7 @@ class JourneyStage(Stage):
     def keep_record(self, event_id: str, kept: Kept) -> None:
         # Once: a duplicate of the event (or a repeated transfer) sends no changelog record.
         key = RECORD_KEY + event_id
-        if _value(self.profiles.get(key)) is None:  # absent, or deleted before a restart
+        if _absent(self.profiles.get(key)):  # checked without decoding: once per event
             self.profiles[key] = orjson.dumps(kept)
 
     def stored(self, event_id: str) -> tuple[bytes, dict[str, Any]]:
@@ -850,10 +857,7 @@ class JourneyStage(Stage):
             if not transferred or partition in self.nudged or not self.owned(partition):
                 continue
             if self.out.acknowledged(next(iter(transferred.values()))):
-                self.nudged.add(partition)
-                await self.out.to_partition(
-                    self.input_topic, "Tick", {"task": partition}, partition
-                )
+                await self.nudge(partition)
 
     def shrink_merged(self, partition: int) -> None:
         """Profiles merged away whose state the broker has (it went to their survivor) keep
