@@ -13,7 +13,11 @@ def ts(value: datetime | int | None) -> str | None:
         return None
     if isinstance(value, int):
         value = datetime.fromtimestamp(value / 1000, tz=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    elif value.tzinfo is None or value.utcoffset():
+        value = value.astimezone(UTC)
+    # isoformat truncates to milliseconds as strftime's %f[:-3] did, in half the time: the sink
+    # formats about a dozen of these per event.
+    return value.isoformat(" ", "milliseconds")[:23]
 
 
 def touchpoint_row(resolved: dict[str, Any], partition: int, offset: int) -> dict[str, Any]:
