@@ -20,6 +20,7 @@ from parcours.deploy.bench_stack import (
     marginal,
     measured_replay,
     paced_latency,
+    percentiles,
 )
 from parcours.deploy.generate import generate
 from parcours.deploy.replay import replay
@@ -224,20 +225,9 @@ def bench_followup_latency(
     return {
         "followups": len(delays),
         "allowed_lateness_ms": int(lateness * 1000),
-        "deadline_to_topic_ms": _percentiles(delays),
-        "beyond_lateness_ms": _percentiles(beyond),
+        "deadline_to_topic_ms": percentiles(delays),
+        "beyond_lateness_ms": percentiles(beyond),
     }
-
-
-QUANTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
-
-
-def _percentiles(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    if not ordered:
-        return {}
-    at = {name: ordered[min(len(ordered) - 1, int(q * len(ordered)))] for name, q in QUANTILES}
-    return {name: round(value) for name, value in at.items()}
 
 
 def _followup_delays(settings: Settings, carts: int, abandon: float) -> list[float]:

@@ -110,30 +110,83 @@ def paced_latency(
 ) -> dict[str, Any]:
     """Produce a generated day at ``rate`` events/s for ``seconds``, each event stamped with the
     wall clock as it leaves (live traffic); then produce → visible-in-ClickHouse percentiles of
-    their first placement."""
+    their first placement, watched while the run goes on (see :class:`FirstPlacements`)."""
     count = max(1, round(rate * seconds))
     events = generate(count, seed, max(10, round(count / EVENTS_PER_CUSTOMER)))
+    seen = FirstPlacements(reader, f"ev-{seed}-")
     started = time.monotonic()
+    next_look = started + LOOK_EVERY_SECONDS
     with TouchpointProducer(stack.settings) as producer:
         for event in _paced(events, rate, started):
             producer.send(event | {"occurred_at": datetime.now(UTC).isoformat()})
+            if time.monotonic() >= next_look:
+                seen.look()
+                next_look += LOOK_EVERY_SECONDS
     produced_in = time.monotonic() - started
-    prefix = f"ev-{seed}-"
-    _wait_visible(stack, reader, prefix, count, timeout=max(120.0, seconds * 4))
-    quantiles = rows_of(
-        reader.query(
-            "SELECT quantilesExact(0.5, 0.95, 0.99)(ms) AS q, count() AS n FROM ("
-            "SELECT dateDiff('millisecond', any(produced_at), min(ingested_at)) AS ms "
-            f"FROM {reader.database}.touchpoints WHERE startsWith(event_id, '{prefix}') "
-            "GROUP BY event_id)"
-        )
-    )[0]
+    seen.until_all(stack, count, timeout=max(120.0, seconds * 4))
     return {
         "target_events_per_second": round(rate),
         "produced_events_per_second": round(count / produced_in),
-        "events": int(quantiles["n"]),
-        "produce_to_visible_ms": dict(zip(("p50", "p95", "p99"), quantiles["q"], strict=True)),
+        "events": len(seen.latency_ms),
+        "produce_to_visible_ms": percentiles(list(seen.latency_ms.values())),
     }
+
+
+LOOK_EVERY_SECONDS = 1.0
+INSERT_SLACK_MS = 5_000
+"""How far before the newest insert seen the next look starts again: an insert is stamped as it
+starts, and may be visible a little after a later one."""
+
+
+class FirstPlacements:
+    """When each event of a run was first visible in ClickHouse, looked at while the run goes on.
+    A later placement of an event (a merge re-places an anonymous visitor's touchpoints when they
+    log in) is a new version of its row, and the table's merges keep only the newest: read at the
+    end, the table would date a re-placed event by its last placement, up to the whole run late."""
+
+    def __init__(self, reader: Backend, prefix: str) -> None:
+        self.reader = reader
+        self.prefix = prefix
+        self.latency_ms: dict[str, int] = {}
+        """Per event: its Kafka timestamp to the insert of its first row seen."""
+        self._since_ms = 0
+
+    def look(self) -> None:
+        rows = rows_of(
+            self.reader.query(
+                "SELECT event_id, toUnixTimestamp64Milli(min(ingested_at)) AS at, "
+                "dateDiff('millisecond', any(produced_at), min(ingested_at)) AS ms "
+                f"FROM {self.reader.database}.touchpoint_versions "
+                f"WHERE startsWith(event_id, '{self.prefix}') "
+                f"AND ingested_at >= fromUnixTimestamp64Milli({self._since_ms}) GROUP BY event_id"
+            )
+        )
+        for row in rows:
+            self.latency_ms.setdefault(row["event_id"], int(row["ms"]))
+        if rows:
+            self._since_ms = max(int(row["at"]) for row in rows) - INSERT_SLACK_MS
+
+    def until_all(self, stack: Stack, count: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            stack.check()
+            self.look()
+            if len(self.latency_ms) >= count:
+                return
+            time.sleep(0.5)
+        seen = len(self.latency_ms)
+        raise StackError(f"paced run: {seen}/{count} events visible after {timeout:.0f}s")
+
+
+QUANTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    if not ordered:
+        return {}
+    at = {name: ordered[min(len(ordered) - 1, int(q * len(ordered)))] for name, q in QUANTILES}
+    return {name: round(value) for name, value in at.items()}
 
 
 def _paced(events: Iterator[dict[str, Any]], rate: float, started: float) -> Iterator[Any]:
@@ -144,22 +197,3 @@ def _paced(events: Iterator[dict[str, Any]], rate: float, started: float) -> Ite
         if ahead > 0.005:
             time.sleep(ahead)
         yield event
-
-
-def _wait_visible(stack: Stack, reader: Backend, prefix: str, count: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    seen = 0
-    while time.monotonic() < deadline:
-        stack.check()
-        seen = int(
-            rows_of(
-                reader.query(
-                    f"SELECT uniqExact(event_id) AS n FROM {reader.database}.touchpoints "
-                    f"WHERE startsWith(event_id, '{prefix}')"
-                )
-            )[0]["n"]
-        )
-        if seen >= count:
-            return
-        time.sleep(0.5)
-    raise StackError(f"paced run: {seen}/{count} events visible after {timeout:.0f}s")
