@@ -305,7 +305,10 @@ def down(data_dir: Path | None) -> None:
 @click.option("--partitions", type=click.IntRange(1, 1024), default=4, show_default=True)
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True)
 @click.option(
-    "--paced-rate", type=click.FloatRange(1), default=None, help="[default: half the marginal rate]"
+    "--paced-rate",
+    type=click.FloatRange(1),
+    default=None,
+    help="[default: a third of the marginal rate]",
 )
 @click.option("--paced-seconds", type=click.FloatRange(1), default=60.0, show_default=True)
 def bench(
