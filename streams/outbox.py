@@ -55,7 +55,7 @@ class Outbox:
         self._producer = Producer(
             producer_config(settings)
             # The partitioner of the Java client and of aiokafka: a key's partition does not
-            # depend on which client sent it (producer_config lingers 5 ms: sends travel together).
+            # depend on which client sent it (producer_config lingers 25 ms: sends travel together).
             | {"partitioner": "murmur2_random"}
         )
         self._failed: list[tuple[str, int, KafkaError]] = []
