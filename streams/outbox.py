@@ -70,6 +70,9 @@ class Outbox:
         self._pending: dict[int, None] = {}
         """Sequence numbers of the records not acknowledged yet, oldest first."""
         self._frames: Frames[None] = Frames()
+        self._latest: dict[tuple[str, bytes, str], tuple[str, dict[str, Any]]] | None = None
+        """While held (:meth:`hold`): per topic, key and what a record describes, the last
+        record sent about it, and its schema."""
 
     def topic(self, name: str) -> Any:
         """The faust topic a stage's agent consumes."""
@@ -88,16 +91,48 @@ class Outbox:
     async def send_raw(self, name: str, value: bytes, *, key: str | None = None) -> None:
         self._route(name, value, key.encode() if key else None, -1)
 
+    async def send_latest(
+        self, name: str, schema: str, record: dict[str, Any], *, key: str, about: str
+    ) -> None:
+        """:meth:`send` a record that replaces the last one about ``about`` (a new version of a
+        row): while held, only the last one about each thing leaves, at :meth:`release`."""
+        if self._latest is None:
+            await self.send(name, schema, record, key=key)
+            return
+        place = (name, key.encode(), about)
+        self._latest.pop(place, None)  # leaves in the order of the last changes
+        self._latest[place] = (schema, record)
+
+    def hold(self) -> None:
+        """From now on, :meth:`send_latest` keeps the last record about each thing: a frame
+        often holds several events of one journey, and each changed its summary."""
+        self._latest = {}
+
+    def release(self) -> None:
+        """Send what :meth:`hold` kept, and stop holding. A control record, or a flush, releases
+        first: a record never leaves after the watermark or end-of-run marker that covers it."""
+        held, self._latest = self._latest, None
+        for (name, key, _), (schema, record) in (held or {}).items():
+            self._route(name, self._encode(name, schema, record), key, -1)
+
     async def to_partition(
         self, name: str, schema: str, record: dict[str, Any], partition: int
     ) -> None:
+        self.send_held()
         self._route(name, self._encode(name, schema, record), b"control", partition)
 
     async def everywhere(self, name: str, schema: str, record: dict[str, Any]) -> None:
         """To every partition of ``name``, for control records each task downstream must see."""
+        self.send_held()
         value = self._encode(name, schema, record)
         for partition in range(self.partitions(name)):
             self._route(name, value, b"control", partition)
+
+    def send_held(self) -> None:
+        """Send what is held, and go on holding."""
+        if self._latest:
+            self.release()
+            self.hold()
 
     def _encode(self, name: str, schema: str, record: dict[str, Any]) -> bytes:
         """Avro for the public topics; the internal ones carry JSON (only workers read them)."""
@@ -188,6 +223,7 @@ class Outbox:
         committed, and the records are handled again)."""
         self._flushes += 1
         number = self._flushes
+        self.send_held()
         self.send_frames()
         mark = self._next
         # Sequence numbers enter in increasing order, so the first pending one is the oldest.

@@ -630,10 +630,14 @@ class JourneyStage(Stage):
         return state
 
     async def handle(self, value: bytes, source: Source) -> None:
+        # A journey's summary leaves once per message, like its profile's state: the events of
+        # one journey in a frame each changed it (42% of the summaries on a generated day).
+        self.out.hold()
         try:
             await super().handle(value, source)
             self.shrink_merged(source.partition)
         finally:
+            self.out.release()
             self.write_back()
 
     async def handle_record(self, value: bytes, source: Source, where: str) -> None:
@@ -668,6 +672,7 @@ class JourneyStage(Stage):
     async def dispatch(self, kind: str, record: dict[str, Any], raw: bytes, source: Source) -> None:
         self.offsets[source.partition] = source.offset
         if kind not in _PROFILE_CHANGES:  # time, rounds, a takeover: they read the table
+            self.out.send_held()
             self.write_back()
         await super().dispatch(kind, record, raw, source)
 
@@ -940,8 +945,9 @@ class JourneyStage(Stage):
 
     async def publish(self, outputs: Outputs) -> None:
         for summary in outputs.journeys:
-            await self.out.send(
-                topics.JOURNEYS, "Journey", summary.to_json(), key=summary.profile_id
+            record, profile = summary.to_json(), summary.profile_id
+            await self.out.send_latest(
+                topics.JOURNEYS, "Journey", record, key=profile, about=summary.journey_id
             )
         for assignment in outputs.assignments:
             touchpoint, fields = self.stored(assignment.event.event_id)

@@ -13,6 +13,7 @@ from parcours.deploy.stack import Stack, create_topics
 from parcours.schemas import topics
 from parcours.schemas.codec import Codec
 from parcours.schemas.errors import BrokerError
+from parcours.schemas.frames import partition_of
 from parcours.schemas.kafka import consumer_config
 from parcours.streams.outbox import Outbox
 
@@ -94,3 +95,46 @@ def test_a_mark_is_acknowledged_once_a_flush_after_it_succeeded_and_never_after_
         assert not refusing.acknowledged(mark)
 
     asyncio.run(run())
+
+
+def test_held_records_leave_once_per_thing_and_before_any_control_record(stack: Stack) -> None:
+    """While held, only the last record about each journey leaves, in the order of their last
+    change; a control record sends what is held first, so a marker never overtakes a record
+    it covers. Not held, each record leaves at once."""
+    outbox = _outbox(stack)
+
+    def journey(journey_id: str, version: int) -> dict[str, object]:
+        return {
+            "journey_id": journey_id,
+            "profile_id": "p",
+            "started_at": 1_000,
+            "last_at": 2_000,
+            "status": "open",
+            "channels": ["web"],
+            "touchpoints": version,
+            "version": version,
+        }
+
+    async def send() -> None:
+        latest = outbox.send_latest
+        outbox.hold()
+        await latest(topics.JOURNEYS, "Journey", journey("j1", 1), key="p", about="j1")
+        await latest(topics.JOURNEYS, "Journey", journey("j2", 2), key="p", about="j2")
+        await latest(topics.JOURNEYS, "Journey", journey("j1", 3), key="p", about="j1")
+        await outbox.everywhere(topics.JOURNEYS, "Tick", {"task": 0})
+        await latest(topics.JOURNEYS, "Journey", journey("j1", 4), key="p", about="j1")
+        await latest(topics.JOURNEYS, "Journey", journey("j1", 5), key="p", about="j1")
+        outbox.release()
+        await latest(topics.JOURNEYS, "Journey", journey("j1", 6), key="p", about="j1")
+        await latest(topics.JOURNEYS, "Journey", journey("j1", 7), key="p", about="j1")
+        await outbox.flush()
+
+    asyncio.run(send())
+
+    partition = partition_of(b"p", outbox.partitions(topics.JOURNEYS))
+    decoded = [outbox.codec.decode(v) for v in _values(outbox, topics.JOURNEYS, partition, 20)]
+    seen = [
+        f"{r['journey_id']}@{r['version']}" if name.endswith("Journey") else "tick"
+        for name, r in decoded
+    ]
+    assert seen == ["j2@2", "j1@3", "tick", "j1@5", "j1@6", "j1@7"]

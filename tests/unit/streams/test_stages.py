@@ -42,6 +42,12 @@ class FakeOutbox:
     async def flush(self) -> None:
         self.flushes += 1
 
+    def hold(self) -> None: ...
+
+    def release(self) -> None: ...
+
+    def send_held(self) -> None: ...
+
     async def everywhere(self, name: str, schema: str, record: dict[str, Any]) -> None:
         self.sent.append((name, schema, record))
 
@@ -113,6 +119,11 @@ class RecordingOutbox(FakeOutbox):
         self, name: str, schema: str, record: dict[str, Any], *, key: str | None = None
     ) -> None:
         self.sent.append((name, schema, record))
+
+    async def send_latest(
+        self, name: str, schema: str, record: dict[str, Any], *, key: str, about: str
+    ) -> None:
+        await self.send(name, schema, record, key=key)
 
     async def send_raw(self, name: str, value: bytes, *, key: str | None = None) -> None:
         """An encoded record, decoded as its consumers would."""
