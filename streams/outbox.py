@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 import faust
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from parcours.schemas import topics
 from parcours.schemas.codec import Codec
 from parcours.schemas.errors import BrokerError
@@ -203,6 +203,12 @@ class Outbox:
                 break
             except BufferError:  # librdkafka's queue is full: wait for the broker (backpressure)
                 self._producer.poll(FLUSH_POLL_SECONDS)
+            except KafkaException as exc:
+                # Refused before it left (a partition the metadata already says does not exist):
+                # the next flush fails, as for a record the broker refused.
+                self._refused = True
+                self._failed.append((topic, partition, exc.args[0]))
+                return
         self._pending[sequence] = None
         self._producer.poll(0)  # serves delivery reports, so acknowledged records leave the queue
 

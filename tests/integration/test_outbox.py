@@ -58,11 +58,17 @@ def test_a_flush_returns_once_the_broker_holds_every_record_and_table_change(
     assert _values(outbox, topics.JOURNEYS, 1, 200) == [b"%d" % n for n in range(200)]
 
 
-def test_a_refused_record_fails_the_flush_with_its_topic(stack: Stack) -> None:
+@pytest.mark.parametrize("known", [False, True], ids=["new-topic", "known-topic"])
+def test_a_refused_record_fails_the_flush_with_its_topic(stack: Stack, known: bool) -> None:
+    """Refused by the broker, or by librdkafka at once when its metadata already says the
+    partition does not exist: either way the flush fails, naming the topic."""
     outbox = _outbox(stack)
     missing = outbox.settings.topic(topics.PIVOTS)
 
     async def send() -> None:
+        if known:
+            outbox.to_changelog(missing, 0, b"k", b"v", lambda p, o: None)
+            await outbox.flush()
         outbox.to_changelog(missing, 99, b"k", b"v", lambda p, o: None)  # no partition 99
         await outbox.flush()
 
