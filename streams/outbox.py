@@ -109,11 +109,18 @@ class Outbox:
         self._latest = {}
 
     def release(self) -> None:
-        """Send what :meth:`hold` kept, and stop holding. A control record, or a flush, releases
-        first: a record never leaves after the watermark or end-of-run marker that covers it."""
-        held, self._latest = self._latest, None
-        for (name, key, _), (schema, record) in (held or {}).items():
+        """Send what :meth:`hold` kept, and stop holding."""
+        self.send_held()
+        self._latest = None
+
+    def send_held(self) -> None:
+        """Send what is held, and go on holding. A control record and a flush send it first: a
+        record never leaves after the watermark or end-of-run marker that covers it."""
+        if not self._latest:
+            return
+        for (name, key, _), (schema, record) in self._latest.items():
             self._route(name, self._encode(name, schema, record), key, -1)
+        self._latest.clear()
 
     async def to_partition(
         self, name: str, schema: str, record: dict[str, Any], partition: int
@@ -127,12 +134,6 @@ class Outbox:
         value = self._encode(name, schema, record)
         for partition in range(self.partitions(name)):
             self._route(name, value, b"control", partition)
-
-    def send_held(self) -> None:
-        """Send what is held, and go on holding."""
-        if self._latest:
-            self.release()
-            self.hold()
 
     def _encode(self, name: str, schema: str, record: dict[str, Any]) -> bytes:
         """Avro for the public topics; the internal ones carry JSON (only workers read them)."""
